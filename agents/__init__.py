@@ -1,0 +1,1 @@
+"""Training agents (one readable ``train(cfg)`` each)."""

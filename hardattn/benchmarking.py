@@ -1,0 +1,93 @@
+"""Benchmark results in the one format of ``../shared/BENCHMARKS.md``.
+
+Every script under ``benchmarks/`` builds a list of result dicts with ``result(...)`` and
+writes them with ``write_results(...)`` to ``benchmarks/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+def git_commit() -> str:
+    """The sha of HEAD (with ``-dirty`` when the tree has uncommitted changes), or ``unknown``."""
+    try:
+        root = Path(__file__).resolve().parent.parent
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"
+
+
+def device_description(device: torch.device | str) -> str:
+    """``"cpu: 2 cores (<model>)"`` or ``"cuda: <GPU name>"``, as BENCHMARKS.md shows."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(dev)}"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"cpu: {cores} cores ({cpu_model()}), torch threads {torch.get_num_threads()}"
+
+
+def result(metric: str, values: list[float] | float, unit: str, higher_is_better: bool,
+           labels: dict[str, Any], config: dict[str, Any] | None = None,
+           aggregate: str = "mean") -> dict[str, Any]:
+    """One result row. ``values`` per seed (learning: mean quoted) or per repeat (speed: median).
+
+    Args:
+        aggregate: ``"mean"`` for learning results over seeds, ``"median"`` for timings.
+    """
+    vals = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    value = statistics.fmean(vals) if aggregate == "mean" else statistics.median(vals)
+    row: dict[str, Any] = {"metric": metric, "value": value,
+                           "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0}
+    row["per_seed" if aggregate == "mean" else "per_repeat"] = vals
+    row.update(unit=unit, higher_is_better=higher_is_better, labels=labels,
+               config=config or {})
+    return row
+
+
+def write_results(name: str, results: list[dict[str, Any]], wall_s: float,
+                  device: torch.device | str, command: str | None = None,
+                  out_dir: Path | str | None = None) -> Path:
+    """Write ``<out_dir>/<name>.json`` (default ``benchmarks/results``) and return its path."""
+    out = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "benchmark": name,
+        "commit": git_commit(),
+        "date": _dt.date.today().isoformat(),
+        "device": device_description(device),
+        "command": command or " ".join(["python"] + sys.argv),
+        "wall_s": round(wall_s, 2),
+        "results": results,
+    }
+    path = out / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(blob, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,57 @@
+"""The ``hardattn`` command: ``hardattn <command> [<subcommand>] [--flags]``.
+
+Each command's flags come from a frozen dataclass parsed by tyro, so ``--help`` documents
+every field. Commands are imported lazily: ``hardattn data preview`` does not import the agents.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+# name -> (module, config class, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "data preview": ("hardattn.preview", "PreviewConfig", "preview",
+                     "write a labelled grid of sample canvases to a PNG"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: hardattn <command> [--help] [flags]", "", "commands:"]
+    lines += [f"  {name:<14} {entry[3]}" for name, entry in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _resolve(argv: list[str]) -> tuple[str, list[str]]:
+    for width in (2, 1):
+        name = " ".join(argv[:width])
+        if len(argv) >= width and name in COMMANDS:
+            return name, argv[width:]
+    raise SystemExit(f"hardattn: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``hardattn`` console script."""
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    name, rest = _resolve(argv)
+    module_name, cfg_name, fn_name, doc = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    cfg_cls = getattr(module, cfg_name)
+    fn: Callable = getattr(module, fn_name)
+    cfg = tyro.cli(cfg_cls, args=rest, prog=f"hardattn {name}", description=doc)
+    try:
+        out = fn(cfg)
+    except ValueError as exc:  # bad input: one clear line, no traceback
+        raise SystemExit(f"hardattn {name}: error: {exc}") from None
+    if out is not None:
+        print(out)
+
+
+if __name__ == "__main__":
+    main()

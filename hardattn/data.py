@@ -1,0 +1,364 @@
+"""MNIST, its splits, and batched canvas generators (the deepmind/mnist-cluttered protocol).
+
+Data flow: ``load_mnist`` reads the official idx files through torchvision once per process;
+``digit_bank`` cuts a split out of them; ``CanvasGenerator`` places digits (and distractor
+crops) on canvases in torch, batched, on any device, from a caller-seeded ``torch.Generator``;
+``fixed_set`` builds the validation/test canvases once from a fixed seed and caches them.
+
+Canvases are built in the integer domain (pixel values 0..255 as float, summed, clipped at 255)
+and divided by 255 only at the end, so every canvas pixel is exactly ``k / 255``: cached sets
+are stored as ``uint8`` without loss and the same seed gives bit-identical canvases.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+DATA_ENV = "HARDATTN_DATA"
+CACHE_ENV = "HARDATTN_CACHE"
+SPLITS = ("train", "val", "test")
+VAL_SIZE = 10_000
+SPLIT_SIZES = {"train": 50_000, "val": 10_000, "test": 10_000}
+DIGIT_SIZE = 28
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class MNISTNotFoundError(FileNotFoundError):
+    """MNIST is neither on disk nor downloadable; the message says where we looked and the fix."""
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: ``root`` if given, else ``$HARDATTN_DATA``, else ``./data``.
+
+    Raises:
+        ValueError: the root exists but is a file.
+    """
+    chosen = root if root is not None else (os.environ.get(DATA_ENV) or "./data")
+    path = Path(chosen).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(
+            f"data root {str(path)!r} is a file, not a folder; pass a folder that holds (or may "
+            f"receive) MNIST/raw/, e.g. set {DATA_ENV}=/path/to/data"
+        )
+    return path
+
+
+def _missing_message(root: Path, reason: str) -> str:
+    return (
+        f"MNIST not found under {str(root / 'MNIST' / 'raw')!r} ({reason}). Fix: set "
+        f"{DATA_ENV} to a folder that holds MNIST/raw/ with the four official files "
+        f"({', '.join(RAW_FILES)}), or place those files in {str(root / 'MNIST' / 'raw')!r}."
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_official(root_str: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision  # deferred: importing torchvision costs about a second
+
+    root = Path(root_str)
+    raw = root / "MNIST" / "raw"
+    present = all((raw / f).exists() for f in RAW_FILES)
+    if not present and not download:
+        raise MNISTNotFoundError(_missing_message(root, "downloads disabled"))
+    try:
+        ds = torchvision.datasets.MNIST(root=root_str, train=train, download=download)
+    except MNISTNotFoundError:
+        raise
+    except Exception as exc:  # URLError, RuntimeError("Dataset not found"), truncated files...
+        reason = "download failed" if not present else "files unreadable"
+        raise MNISTNotFoundError(_missing_message(root, f"{reason}: {exc}")) from exc
+    images, labels = ds.data, ds.targets
+    expected = 60_000 if train else 10_000
+    if images.shape != (expected, DIGIT_SIZE, DIGIT_SIZE) or labels.shape != (expected,):
+        raise MNISTNotFoundError(
+            _missing_message(
+                root,
+                f"{'train' if train else 't10k'} files hold images {tuple(images.shape)} and labels "
+                f"{tuple(labels.shape)}, expected ({expected}, 28, 28) and ({expected},): the "
+                f"files are truncated or not the official ones",
+            )
+        )
+    return images.contiguous(), labels.long().contiguous()
+
+
+def load_mnist(
+    split: str, root: str | os.PathLike | None = None, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Digits of one split as ``uint8 (N, 28, 28)`` and labels ``int64 (N,)``, on CPU.
+
+    ``train`` is the official training set minus its last 10,000 images, ``val`` those last
+    10,000, ``test`` the official test set. Model selection must only ever read ``val``.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        root: data root (see ``resolve_root``).
+        download: try torchvision's download when the files are absent.
+
+    Raises:
+        ValueError: unknown split.
+        MNISTNotFoundError: files absent and not downloadable, or unreadable.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    path = resolve_root(root)
+    images, labels = _load_official(str(path.resolve()), split != "test", download)
+    if split == "train":
+        return images[:-VAL_SIZE], labels[:-VAL_SIZE]
+    if split == "val":
+        return images[-VAL_SIZE:], labels[-VAL_SIZE:]
+    return images, labels
+
+
+# ----------------------------------------------------------------------------- canvases
+
+
+@dataclass(frozen=True)
+class CanvasSpec:
+    """How canvases of one preset are drawn."""
+
+    height: int
+    """Canvas height in pixels."""
+    width: int
+    """Canvas width in pixels."""
+    n_distractors: int = 0
+    """Distractor crops per canvas (cluttered MNIST: 4 at 60x60, 8 at 100x100)."""
+    distractor_size: int = 8
+    """Side of each square distractor crop, in pixels of the (scaled) digit."""
+    digit_scale: float = 1.0
+    """Digits are resized to ``round(28 * digit_scale)`` pixels before placement."""
+
+    @property
+    def digit_size(self) -> int:
+        return int(round(DIGIT_SIZE * self.digit_scale))
+
+    def validate(self) -> CanvasSpec:
+        """Check every field; return self so it chains.
+
+        Raises:
+            ValueError: naming the field, its value and the accepted range.
+        """
+        for name in ("height", "width", "n_distractors", "distractor_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name}={value!r} must be an integer")
+        if not (isinstance(self.digit_scale, (int, float)) and 0.1 <= self.digit_scale <= 10):
+            raise ValueError(f"digit_scale={self.digit_scale!r} must be a number in [0.1, 10]")
+        d = self.digit_size
+        if self.height < d or self.width < d:
+            raise ValueError(
+                f"canvas {self.height}x{self.width} is smaller than the digit ({d}x{d}); "
+                f"use height and width >= {d}"
+            )
+        if self.n_distractors < 0:
+            raise ValueError(f"n_distractors={self.n_distractors} must be >= 0")
+        if not 1 <= self.distractor_size <= d:
+            raise ValueError(f"distractor_size={self.distractor_size} must be in [1, {d}]")
+        return self
+
+
+PRESETS: dict[str, CanvasSpec] = {
+    "mnist28": CanvasSpec(28, 28),
+    "translated60": CanvasSpec(60, 60),
+    "cluttered60": CanvasSpec(60, 60, n_distractors=4),
+    "cluttered100": CanvasSpec(100, 100, n_distractors=8),
+}
+
+
+def get_spec(preset: str | CanvasSpec, **overrides) -> CanvasSpec:
+    """A preset's spec with optional field overrides (``height``, ``n_distractors``, ...)."""
+    if isinstance(preset, CanvasSpec):
+        spec = preset
+    elif preset in PRESETS:
+        spec = PRESETS[preset]
+    else:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    unknown = set(overrides) - set(CanvasSpec.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown canvas option(s) {sorted(unknown)}; accepted: "
+                         f"{sorted(CanvasSpec.__dataclass_fields__)}")
+    return replace(spec, **overrides).validate()
+
+
+@dataclass
+class Canvases:
+    """A batch of canvases and where everything on them came from."""
+
+    images: torch.Tensor  # (B, 1, H, W) float in [0, 1], every value a multiple of 1/255
+    labels: torch.Tensor  # (B,) int64
+    digit_index: torch.Tensor  # (B,) index of the target digit in the split's bank
+    digit_pos: torch.Tensor  # (B, 2) top-left (y, x) of the target digit on the canvas
+    distractor_index: torch.Tensor  # (B, D) source digits of the distractors
+    distractor_src: torch.Tensor  # (B, D, 2) top-left (y, x) of each crop inside its digit
+    distractor_pos: torch.Tensor  # (B, D, 2) top-left (y, x) of each crop on the canvas
+
+
+class CanvasGenerator:
+    """Draws canvases of one split and spec, batched, on one device.
+
+    Every random number comes from the ``torch.Generator`` passed to ``sample``, which must
+    live on the generator's device; the same generator state gives the same canvases.
+    """
+
+    def __init__(
+        self,
+        digits: torch.Tensor,
+        labels: torch.Tensor,
+        spec: CanvasSpec,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        spec.validate()
+        self.spec = spec
+        self.device = torch.device(device)
+        bank = digits.to(self.device, torch.float32)  # (N, 28, 28), values 0..255
+        if spec.digit_size != DIGIT_SIZE:
+            # Resize once for the whole bank, rounded back to integers so sums stay exact.
+            bank = F.interpolate(bank[:, None], size=(spec.digit_size,) * 2, mode="bilinear",
+                                 antialias=True, align_corners=False)[:, 0]
+            bank = bank.round().clamp_(0, 255)
+        self.bank = bank.contiguous()  # (N, d, d)
+        self.labels = labels.to(self.device)
+        d, s, W = spec.digit_size, spec.distractor_size, spec.width
+        ar_d, ar_s = torch.arange(d, device=self.device), torch.arange(s, device=self.device)
+        # Flat offsets of a d x d (or s x s) block relative to its top-left, in canvas and digit.
+        self._digit_off = (ar_d[:, None] * W + ar_d[None, :]).reshape(1, d * d)  # (1, d*d)
+        self._crop_dst = (ar_s[:, None] * W + ar_s[None, :]).reshape(1, 1, s * s)  # (1,1,s*s)
+        self._crop_src = (ar_s[:, None] * d + ar_s[None, :]).reshape(1, 1, s * s)  # (1,1,s*s)
+
+    @classmethod
+    def from_split(
+        cls,
+        split: str,
+        spec: CanvasSpec | str,
+        root: str | os.PathLike | None = None,
+        device: torch.device | str = "cpu",
+        download: bool = True,
+    ) -> CanvasGenerator:
+        """Generator over one split of MNIST (``spec`` may be a preset name)."""
+        digits, labels = load_mnist(split, root, download)
+        return cls(digits, labels, get_spec(spec) if isinstance(spec, str) else spec, device)
+
+    def __len__(self) -> int:
+        return self.bank.shape[0]
+
+    def sample(self, n: int, generator: torch.Generator) -> Canvases:
+        """Draw ``n`` canvases.
+
+        Args:
+            n: batch size (>= 1).
+            generator: a seeded ``torch.Generator`` on this generator's device.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n!r} must be a positive integer")
+        spec, dev, N = self.spec, self.device, self.bank.shape[0]
+        H, W, d, s, D = spec.height, spec.width, spec.digit_size, spec.distractor_size, \
+            spec.n_distractors
+        kw = dict(generator=generator, device=dev)
+        idx = torch.randint(N, (n,), **kw)  # (n,)
+        pos = torch.stack([torch.randint(H - d + 1, (n,), **kw),
+                           torch.randint(W - d + 1, (n,), **kw)], dim=1)  # (n, 2) = (y, x)
+        didx = torch.randint(N, (n, D), **kw)  # (n, D)
+        dsrc = torch.randint(d - s + 1, (n, D, 2), **kw)  # (n, D, 2) crop corner in the digit
+        dpos = torch.stack([torch.randint(H - s + 1, (n, D), **kw),
+                            torch.randint(W - s + 1, (n, D), **kw)], dim=2)  # (n, D, 2)
+
+        canvas = torch.zeros(n, H * W, device=dev)  # (n, H*W), integer-valued floats
+        if D:
+            src_base = didx * (d * d) + dsrc[..., 0] * d + dsrc[..., 1]  # (n, D)
+            src = self.bank.view(-1)[src_base[..., None] + self._crop_src]  # (n, D, s*s)
+            dst = (dpos[..., 0] * W + dpos[..., 1])[..., None] + self._crop_dst  # (n, D, s*s)
+            canvas.scatter_add_(1, dst.view(n, D * s * s), src.view(n, D * s * s))
+        # Sums of non-negative values clipped once equal clipping after every addition.
+        dst = (pos[:, 0] * W + pos[:, 1])[:, None] + self._digit_off  # (n, d*d)
+        canvas.scatter_add_(1, dst, self.bank[idx].view(n, d * d))
+        images = canvas.clamp_(max=255.0).div_(255.0).view(n, 1, H, W)  # (n, 1, H, W)
+        return Canvases(images, self.labels[idx], idx, pos, didx, dsrc, dpos)
+
+
+# ----------------------------------------------------------------------------- fixed sets
+
+
+def _cache_dir(root: Path) -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    candidate = root / "hardattn_cache"
+    probe = candidate if candidate.exists() else root
+    # Mode bits too: root passes os.access on folders whose owner marked them read-only.
+    if probe.exists() and os.access(probe, os.W_OK) and probe.stat().st_mode & 0o222:
+        return candidate
+    # A read-only data root (a shared mount) caches beside the user's other caches.
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hardattn"
+
+
+def _fixed_seed(preset: str, split: str, seed: int) -> int:
+    digest = hashlib.sha256(f"{preset}/{split}/{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _checksum(images: torch.Tensor, labels: torch.Tensor) -> str:
+    h = hashlib.sha256(images.numpy().tobytes())
+    h.update(labels.numpy().tobytes())
+    return h.hexdigest()
+
+
+def fixed_set(
+    preset: str,
+    split: str,
+    n: int | None = None,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed evaluation canvases of a preset: ``float32 (n, 1, H, W)`` and labels, on CPU.
+
+    Generated once on CPU from a seed derived from (preset, split, seed), so every model and
+    every device is scored on identical images; cached as uint8 with a sha256 checksum and
+    rebuilt when the cache is missing or does not match.
+
+    Args:
+        preset: a name from ``PRESETS``.
+        split: ``"val"`` or ``"test"`` (or ``"train"`` for a fixed training sample).
+        n: number of canvases; defaults to the split's size.
+        seed: evaluation seed (keep the default to compare with published figures).
+        root: data root.
+    """
+    spec = get_spec(preset)
+    n = SPLIT_SIZES.get(split, 0) if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} must be a positive integer")
+    root_path = resolve_root(root)
+    path = _cache_dir(root_path) / f"{preset}-{split}-n{n}-seed{seed}.pt"
+    if path.exists():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob.get("checksum") == _checksum(blob["images"], blob["labels"]):
+                return blob["images"].float().div_(255.0), blob["labels"]
+        except Exception:  # corrupt or truncated cache: rebuilt below
+            pass
+    gen = CanvasGenerator.from_split(split, spec, root_path, "cpu", download)
+    g = torch.Generator().manual_seed(_fixed_seed(preset, split, seed))
+    out = gen.sample(n, g)
+    images_u8 = (out.images * 255.0).round_().to(torch.uint8)  # exact: values are k/255
+    labels = out.labels.clone()
+    blob = {"images": images_u8, "labels": labels, "checksum": _checksum(images_u8, labels),
+            "meta": json.dumps({"preset": preset, "split": split, "n": n, "seed": seed})}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".pt.tmp{os.getpid()}")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # an unwritable cache only costs regeneration next time
+    return out.images, labels
