@@ -176,6 +176,9 @@ def decode_actions(action, cfg: GlimpseConfig, n: int, device: torch.device):
         a = integral(a, "multidiscrete action", (n, 3), max(cfg.grid, N_CLASSES))
         if bool((a[:, :2] >= cfg.grid).any()):
             raise ValueError(f"grid cells must be in [0, {cfg.grid - 1}], got {a.tolist()!r:.120}")
+        # The range check above used max(grid, 10): with grid > 10 it let classes >= 10 through.
+        if bool((a[:, 2] >= N_CLASSES).any()):
+            raise ValueError(f"class must be in [0, {N_CLASSES - 1}], got {a.tolist()!r:.120}")
         loc, cls = grid_to_loc(a[:, :2], cfg.grid), a[:, 2]
     else:
         a = tensor(action, "action")
@@ -232,13 +235,22 @@ class GlimpseTask:
         self._attach_generator()
 
     def reset(self, generator: torch.Generator, rows: torch.Tensor | None = None,
-              canvases: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """Start new episodes in ``rows`` (all when None) on fresh or given canvases."""
+              canvases: tuple[torch.Tensor, torch.Tensor] | None = None,
+              repeat: int = 1) -> None:
+        """Start new episodes in ``rows`` (all when None) on fresh or given canvases.
+
+        ``repeat=S`` draws ``n / S`` canvases and gives each to ``S`` consecutive rows (several
+        glimpse paths per image, for leave-one-out baselines).
+        """
         cfg = self.cfg
         n = self.n if rows is None else int(rows.numel())
         if canvases is None:
-            batch = self.canvas.sample(n, generator)
-            images, labels = batch.images, batch.labels
+            if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1 \
+                    or n % repeat:
+                raise ValueError(f"repeat={repeat!r} must be a positive divisor of {n}")
+            batch = self.canvas.sample(n // repeat, generator)
+            images = batch.images.repeat_interleave(repeat, dim=0)  # (n, 1, H, W)
+            labels = batch.labels.repeat_interleave(repeat, dim=0)  # (n,)
         else:
             images, labels = (x.to(self.device) for x in canvases)
             expected = (n, 1, self.height, self.width)

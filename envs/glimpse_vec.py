@@ -31,7 +31,9 @@ class GlimpseVecEnv(VectorEnv):
 
     ``info`` holds ``label (N,)`` with mask ``_label (N,)`` (set on terminating rows).
     ``reset(options={"canvases": (images (N, 1, H, W), labels (N,))})`` starts the episodes on
-    given canvases (used for evaluation on the fixed validation and test sets).
+    given canvases (used for evaluation on the fixed validation and test sets);
+    ``reset(options={"repeat": S})`` draws N/S canvases, each shown to S consecutive rows
+    (several glimpse paths per image in one batch, for leave-one-out baselines).
 
     Per-image work (the block means of every scale) is done in ``reset``; ``step`` is one
     gather of ``scales * patch * patch`` values per row.
@@ -82,7 +84,13 @@ class GlimpseVecEnv(VectorEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self._gen.manual_seed(int(self.np_random.integers(2**63 - 1)))
-        self._task.reset(self._gen, canvases=(options or {}).get("canvases"))
+        options = options or {}
+        unknown = set(options) - {"canvases", "repeat"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; accepted: "
+                             f"'canvases' (images, labels) and 'repeat' (paths per canvas)")
+        self._task.reset(self._gen, canvases=options.get("canvases"),
+                         repeat=options.get("repeat", 1))
         self._t_host[:] = 0
         self._started = True
         return self._task.observe(), {}

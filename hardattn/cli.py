@@ -14,6 +14,10 @@ from collections.abc import Callable
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "data preview": ("hardattn.preview", "PreviewConfig", "preview",
                      "write a labelled grid of sample canvases to a PNG"),
+    "train": ("hardattn.agents.run", "TrainConfig", "train",
+              "train a glimpse agent (REINFORCE, actor-critic, SB3 PPO)"),
+    "eval": ("hardattn.agents.evaluate", "EvalConfig", "evaluate",
+             "evaluate a checkpoint on the fixed val or test canvases"),
 }
 
 
@@ -47,9 +51,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg = tyro.cli(cfg_cls, args=rest, prog=f"hardattn {name}", description=doc)
     try:
         out = fn(cfg)
-    except ValueError as exc:  # bad input: one clear line, no traceback
+    except (ValueError, FloatingPointError) as exc:  # bad input or a diverged run: one line
         raise SystemExit(f"hardattn {name}: error: {exc}") from None
-    if out is not None:
+    except Exception as exc:
+        from hardattn.checkpoint import CheckpointError
+
+        if isinstance(exc, CheckpointError):
+            raise SystemExit(f"hardattn {name}: error: {exc}") from None
+        raise
+    if out is not None and not isinstance(out, dict):
         print(out)
 
 

@@ -335,7 +335,9 @@ def fixed_set(
         root: data root.
     """
     spec = get_spec(preset)
-    n = SPLIT_SIZES.get(split, 0) if n is None else n
+    if split not in SPLITS:  # checked first: otherwise the default n=0 hides the real culprit
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    n = SPLIT_SIZES[split] if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be a positive integer")
     root_path = resolve_root(root)

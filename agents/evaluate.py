@@ -1,0 +1,71 @@
+"""``hardattn eval``: score a checkpoint on the fixed validation or test canvases."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hardattn import checkpoint as ckpt
+from hardattn.config import TrainConfig
+
+from .ram_common import Evaluator, glimpse_paths_image, make_env, make_model
+from .run import resolve_device
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluate a checkpoint (deterministic policy unless --mc-samples > 1)."""
+
+    checkpoint: str
+    """A checkpoint file (best.pt, ckpt_*.pt) or a run folder (its best.pt)."""
+    split: Literal["val", "test"] = "test"
+    """Fixed canvases to score: val (model selection) or test (the report)."""
+    mc_samples: int = 1
+    """M > 1 averages class probabilities over M stochastic glimpse paths (labelled)."""
+    n: int = 10_000
+    """Number of canvases (the split's first n)."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    out: str | None = None
+    """Folder for eval_<split>.json and the glimpse-path PNG (default: the run folder)."""
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Score the checkpoint; print the error, write a JSON and a PNG of glimpse paths."""
+    if cfg.mc_samples < 1:
+        raise ValueError(f"--mc-samples={cfg.mc_samples} must be >= 1")
+    if not 1 <= cfg.n <= 10_000:
+        raise ValueError(f"--n={cfg.n} must be in [1, 10000]")
+    path = Path(cfg.checkpoint)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    state = ckpt.load_checkpoint(path)
+    train_cfg = TrainConfig.from_dict(state["config"])
+    train_cfg = TrainConfig.from_dict({**train_cfg.to_dict(),
+                                       "eval_batch": min(train_cfg.eval_batch, cfg.n)})
+    device = resolve_device(cfg.device)
+    model = make_model(train_cfg, make_env(train_cfg, device, 1)).to(device)
+    model.load_state_dict(state["model"])
+    evaluator = Evaluator(train_cfg, device, cfg.split, cfg.n)
+    std = float(model.location.log_std.exp().mean()) if model.location.learn_std else \
+        train_cfg.std_end if train_cfg.std_schedule == "linear" else train_cfg.std
+    res = evaluator(model, mc_samples=cfg.mc_samples, std=std)
+    out_dir = Path(cfg.out) if cfg.out else path.parent.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": str(path), "split": cfg.split, "n": cfg.n,
+              "mc_samples": cfg.mc_samples, "error_pct": res["error"],
+              "accuracy_pct": res["accuracy"], "update": state.get("update")}
+    (out_dir / f"eval_{cfg.split}.json").write_text(json.dumps(report, indent=2) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = glimpse_paths_image(evaluator.images[:8], res["locs"], evaluator.env.cfg)
+    plt.imsave(out_dir / f"eval_{cfg.split}_glimpses.png", img)
+    mc = "" if cfg.mc_samples == 1 else f", {cfg.mc_samples} MC samples"
+    print(f"hardattn eval: {cfg.split} error {res['error']:.2f}% on {cfg.n} canvases "
+          f"(deterministic policy{mc}); wrote {out_dir / f'eval_{cfg.split}.json'}")
+    return report

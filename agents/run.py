@@ -1,0 +1,153 @@
+"""A training run's life: folder, config record, logger, checkpoints, signals, resume, report.
+
+``Run`` is what every agent's ``train(cfg)`` opens first; ``train`` at the bottom dispatches
+``hardattn train --agent ...`` to the agent's module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+import hardattn
+from hardattn import checkpoint as ckpt
+from hardattn.benchmarking import device_description, git_commit
+from hardattn.config import TrainConfig
+from hardattn.logger import Logger, config_markdown, run_name
+
+AGENT_MODULES = {"reinforce": "hardattn.agents.reinforce",
+                 "actor-critic": "hardattn.agents.actor_critic",
+                 "sb3-ppo": "hardattn.agents.sb3", "sb3-recurrent-ppo": "hardattn.agents.sb3"}
+
+
+class TrainingInterrupted(SystemExit):
+    """Raised after SIGINT/SIGTERM once the checkpoint is written (exit code 128 + signal)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def registered_ids() -> list[str]:
+    import hardattn.envs  # noqa: F401  (registers the ids)
+
+    return [i for i in gym.registry if i.startswith("hardattn/")]
+
+
+class Run:
+    """Open a run: validate, pick the device, make or reopen the folder, start logging.
+
+    On ``cfg.resume`` the config stored in the checkpoint is used (the run continues exactly
+    as it was configured) and ``self.state`` holds the checkpoint to restore.
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.state: dict | None = None
+        if cfg.resume:
+            self.state, path = ckpt.load_latest(cfg.resume)
+            stored = TrainConfig.from_dict(self.state["config"])
+            cfg = TrainConfig.from_dict({**stored.to_dict(), "resume": cfg.resume,
+                                         "progress": cfg.progress})
+            self.dir = path.parent.parent
+            print(f"hardattn: resuming from {path} (update {self.state['update']})")
+        cfg.validate(registered_ids())
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if self.state is None:
+            self.dir = Path(cfg.run_dir) if cfg.run_dir else \
+                Path("runs") / run_name(cfg.env_id, cfg.agent, cfg.seed)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._write_record()
+        self.ckpt_dir = self.dir / "checkpoints"
+        start = 0 if self.state is None else self.state["update"] + 1
+        # TensorBoard steps are training images; on resume, events after the checkpoint go.
+        self.logger = Logger(self.dir, purge_step=start * cfg.batch_size + 1
+                             if self.state is not None else None)
+        if self.state is None:
+            self.logger.text("config", config_markdown(cfg.to_dict()))
+        self.start_update = start
+        self.stop_signal: int | None = None
+        self._old_handlers = {s: signal.signal(s, self._on_signal)
+                              for s in (signal.SIGINT, signal.SIGTERM)}
+        self.t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ records
+    def _write_record(self) -> None:
+        (self.dir / "config.json").write_text(self.cfg.to_json() + "\n")
+        meta = {
+            "hardattn": hardattn.__version__, "torch": torch.__version__,
+            "gymnasium": gym.__version__, "python": platform.python_version(),
+            "git_commit": git_commit(), "device": device_description(resolve_device(
+                self.cfg.device)), "seed": self.cfg.seed, "command": " ".join(sys.argv),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        (self.dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop_signal is not None:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+
+    def updates(self, progress_postfix: dict) -> Iterator[int]:
+        """Update indices from the resume point, with a progress bar; stops on a signal."""
+        from tqdm import tqdm
+
+        bar = tqdm(range(self.start_update, self.cfg.n_updates), initial=self.start_update,
+                   total=self.cfg.n_updates, disable=not self.cfg.progress, unit="upd",
+                   dynamic_ncols=True)
+        for update in bar:
+            yield update
+            bar.set_postfix(progress_postfix, refresh=False)
+            if self.stop_signal is not None:
+                bar.close()
+                return
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, update: int, state: dict) -> None:
+        """Periodic checkpoint ``ckpt_<update>.pt``; keeps the newest ``keep_checkpoints``."""
+        ckpt.save_checkpoint(self.ckpt_dir / f"ckpt_{update:08d}.pt",
+                             {**state, "update": update, "config": self.cfg.to_dict()})
+        ckpt.prune(self.ckpt_dir, self.cfg.keep_checkpoints)
+
+    def save_best(self, update: int, state: dict, val: dict) -> None:
+        ckpt.save_checkpoint(self.ckpt_dir / "best.pt",
+                             {**state, "update": update, "config": self.cfg.to_dict(),
+                              "val": val})
+
+    def close(self, update: int, state: dict) -> None:
+        """End of the loop: on a signal, checkpoint, flush and exit non-zero in one line."""
+        for s, h in self._old_handlers.items():
+            signal.signal(s, h)
+        if self.stop_signal is not None:
+            self.save(update, state)
+            self.logger.flush()
+            self.logger.close()
+            name = signal.Signals(self.stop_signal).name
+            raise TrainingInterrupted(f"hardattn: stopped by {name} after update {update}; "
+                                      f"checkpoint saved, resume with --resume {self.dir}")
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def train(cfg: TrainConfig) -> dict:
+    """``hardattn train``: run the agent ``cfg.agent`` and return its final report."""
+    module = importlib.import_module(AGENT_MODULES[cfg.agent])
+    return module.train(cfg)

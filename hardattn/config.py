@@ -1,0 +1,222 @@
+"""``TrainConfig``: every knob of ``hardattn train``, one frozen dataclass parsed by tyro.
+
+``validate()`` checks every field and every combination before anything is built or trained,
+with a message naming the field, the value and the accepted range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+AGENTS = ("reinforce", "actor-critic", "sb3-ppo", "sb3-recurrent-ppo")
+BASELINES = ("none", "ema", "learned", "loo", "optimal")
+IMAGES_PER_EPOCH = 50_000  # the training split
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train a glimpse agent (``hardattn train``)."""
+
+    agent: Literal["reinforce", "actor-critic", "sb3-ppo", "sb3-recurrent-ppo"] = "reinforce"
+    """Agent: REINFORCE (hybrid RAM loss), actor-critic (GAE), or Stable-Baselines3 PPO."""
+    env: str = "GlimpseCluttered60-v0"
+    """Environment id, with or without the "hardattn/" namespace."""
+    seed: int = 0
+    """Seed of every generator of the run (env, policy noise, initial weights)."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
+    total_images: int | None = None
+    """Training budget in canvases (episodes); exclusive with --epochs."""
+    epochs: float | None = None
+    """Training budget in epochs of 50,000 canvases; default 1 when neither budget is given."""
+    batch_size: int = 128
+    """Canvases per update (with --samples-per-image S: B/S canvases, S paths each)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    lr_decay: bool = True
+    """Cosine-decay the learning rate to 1% over the budget."""
+    n_glimpses: int | None = None
+    """Glimpses per episode; None = the env's RAM default."""
+    patch: int | None = None
+    """Glimpse patch side; None = the env's default."""
+    scales: int | None = None
+    """Glimpse scales; None = the env's default."""
+    first_glimpse: Literal["random", "center"] = "center"
+    """Where the first glimpse is taken."""
+    core: Literal["rnn", "lstm", "gru"] = "rnn"
+    """Recurrent core: ReLU RNN (the paper's), LSTM or GRU."""
+    core_hidden: int = 256
+    """Width of the core state."""
+    glimpse_hidden: int = 256
+    """Width of the glimpse feature."""
+    what_hidden: int = 128
+    """Width of the patch ('what') pathway."""
+    where_hidden: int = 128
+    """Width of the location ('where') pathway."""
+    std: float = 0.15
+    """Location-policy std (initial value when --std-schedule learned)."""
+    std_schedule: Literal["fixed", "linear", "learned"] = "fixed"
+    """Std: fixed; linear from --std to --std-end over the budget; or a learned parameter."""
+    std_end: float = 0.05
+    """Final std of the linear schedule."""
+    baseline: Literal["none", "ema", "learned", "loo", "optimal"] = "learned"
+    """REINFORCE baseline: none, moving average, learned per step (RAM), leave-one-out over
+    --samples-per-image paths, or the running variance-optimal scalar."""
+    samples_per_image: int = 1
+    """S glimpse paths per canvas in one batch (>= 2 for --baseline loo)."""
+    ema_decay: float = 0.99
+    """Decay of the moving-average and running-optimal baselines."""
+    normalize_advantages: bool = False
+    """Normalise advantages over the batch."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight (acts on a learned std)."""
+    reinforce_coef: float = 1.0
+    """Weight of the REINFORCE term."""
+    value_coef: float = 1.0
+    """Weight of the baseline / critic regression term."""
+    gamma: float = 1.0
+    """Discount (the reward arrives on the last step)."""
+    gae_lambda: float = 0.9
+    """GAE lambda (actor-critic only)."""
+    max_grad_norm: float = 5.0
+    """Clip the global gradient norm (0 disables)."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A NaN/inf loss or gradient: stop with a message, or skip the step and count it."""
+    eval_every: int = 200
+    """Validate every N updates (and at the end)."""
+    eval_size: int = 10_000
+    """Validation canvases (the fixed val set; its first N)."""
+    test_size: int = 10_000
+    """Test canvases for the final report (the fixed test set; its first N)."""
+    eval_batch: int = 1000
+    """Canvases per evaluation batch."""
+    log_every: int = 20
+    """Write training scalars every N updates."""
+    image_every: int = 500
+    """Write glimpse-path images and location histograms every N updates."""
+    grad_stats_every: int = 500
+    """Measure the location gradient's variance and SNR every N updates (0 disables)."""
+    checkpoint_every: int = 200
+    """Write a checkpoint every N updates."""
+    keep_checkpoints: int = 3
+    """How many periodic checkpoints to keep."""
+    run_dir: str | None = None
+    """Run folder; default runs/{env}__{agent}__{seed}__{time}."""
+    resume: str | None = None
+    """Continue from a checkpoint file or a run folder (its latest good checkpoint)."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms(True) (GPU runs: bit-reproducible, slower)."""
+    progress: bool = True
+    """Show a progress bar."""
+    threads: int = 0
+    """torch CPU threads (0: all available cores)."""
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def env_id(self) -> str:
+        return self.env if "/" in self.env else f"hardattn/{self.env}"
+
+    @property
+    def budget_images(self) -> int:
+        if self.total_images is not None:
+            return self.total_images
+        return int(round((1.0 if self.epochs is None else self.epochs) * IMAGES_PER_EPOCH))
+
+    @property
+    def n_updates(self) -> int:
+        return max(1, math.ceil(self.budget_images / self.batch_size))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, registered: list[str] | None = None) -> TrainConfig:
+        """Check every field and combination; return self.
+
+        Args:
+            registered: the env ids that exist (the agents pass ``gym.registry``'s hardattn
+                ids; core code never imports the envs).
+
+        Raises:
+            ValueError: naming the field(s), the value and the accepted range.
+        """
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(msg)
+
+        def positive_int(name: str, allow_zero: bool = False) -> None:
+            v = getattr(self, name)
+            lo = 0 if allow_zero else 1
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= lo,
+                 f"--{name.replace('_', '-')}={v!r} must be an integer >= {lo}")
+
+        need(self.agent in AGENTS, f"--agent={self.agent!r} is not one of {AGENTS}")
+        if registered is not None:
+            need(self.env_id in registered,
+                 f"--env={self.env!r} is not registered; registered ids: {sorted(registered)}")
+        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+             f"--device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        if self.device.startswith("cuda"):
+            import torch
+
+            need(torch.cuda.is_available(),
+                 f"--device={self.device!r} but CUDA is not available; use --device cpu")
+        need(self.total_images is None or self.epochs is None,
+             "--total-images and --epochs are exclusive; give one")
+        if self.total_images is not None:
+            positive_int("total_images")
+        if self.epochs is not None:
+            need(self.epochs > 0, f"--epochs={self.epochs!r} must be > 0")
+        for name in ("batch_size", "core_hidden", "glimpse_hidden", "what_hidden",
+                     "where_hidden", "samples_per_image", "eval_every", "eval_size",
+                     "test_size", "eval_batch", "log_every", "image_every",
+                     "checkpoint_every", "keep_checkpoints"):
+            positive_int(name)
+        positive_int("grad_stats_every", allow_zero=True)
+        positive_int("threads", allow_zero=True)
+        for name in ("n_glimpses", "patch", "scales"):
+            if getattr(self, name) is not None:
+                positive_int(name)
+        need(self.n_glimpses is None or self.n_glimpses >= 2,
+             f"--n-glimpses={self.n_glimpses} must be >= 2 (one location decision at least)")
+        need(0 < self.lr < 1, f"--lr={self.lr!r} must be in (0, 1)")
+        need(0 < self.std < 2, f"--std={self.std!r} must be in (0, 2)")
+        need(0 < self.std_end < 2, f"--std-end={self.std_end!r} must be in (0, 2)")
+        need(0 <= self.gamma <= 1, f"--gamma={self.gamma!r} must be in [0, 1]")
+        need(0 <= self.gae_lambda <= 1, f"--gae-lambda={self.gae_lambda!r} must be in [0, 1]")
+        need(0 < self.ema_decay < 1, f"--ema-decay={self.ema_decay!r} must be in (0, 1)")
+        need(self.max_grad_norm >= 0, f"--max-grad-norm={self.max_grad_norm!r} must be >= 0")
+        for name in ("entropy_coef", "reinforce_coef", "value_coef"):
+            need(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0")
+        need(self.batch_size % self.samples_per_image == 0,
+             f"--batch-size={self.batch_size} must be a multiple of --samples-per-image="
+             f"{self.samples_per_image}")
+        need(self.baseline != "loo" or self.samples_per_image >= 2,
+             f"--baseline loo needs --samples-per-image >= 2 (got {self.samples_per_image})")
+        need(self.agent != "actor-critic" or self.baseline in ("learned", "none"),
+             f"--agent actor-critic uses its critic as baseline; --baseline={self.baseline!r} "
+             f"is for --agent reinforce (leave it at 'learned')")
+        need(self.entropy_coef == 0 or self.std_schedule == "learned",
+             f"--entropy-coef={self.entropy_coef} has no effect unless --std-schedule learned")
+        need(self.eval_size % min(self.eval_batch, self.eval_size) == 0,
+             f"--eval-size={self.eval_size} must be a multiple of --eval-batch={self.eval_batch}")
+        need(self.test_size % min(self.eval_batch, self.test_size) == 0,
+             f"--test-size={self.test_size} must be a multiple of --eval-batch={self.eval_batch}")
+        need(self.eval_size <= 10_000 and self.test_size <= 10_000,
+             "--eval-size and --test-size must be <= 10000 (the split sizes)")
+        return self

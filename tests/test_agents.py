@@ -1,0 +1,227 @@
+"""RAM agents: gradient isolation, unbiased REINFORCE, determinism, checkpoints, resume, learning."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hardattn import checkpoint as ckpt
+from hardattn.config import TrainConfig
+from hardattn.losses import reinforce_loss
+from hardattn.networks import gaussian_log_prob
+
+
+def tiny(tmp_path, **kw) -> TrainConfig:
+    """A seconds-long mnist28 run."""
+    base = dict(agent="reinforce", env="GlimpseMNIST-v0", device="cpu", batch_size=16,
+                total_images=16 * 6, eval_every=3, eval_size=100, test_size=100, eval_batch=100,
+                log_every=1, image_every=3, grad_stats_every=0, checkpoint_every=3,
+                progress=False, run_dir=str(tmp_path / "run"), core_hidden=64, glimpse_hidden=64,
+                what_hidden=32, where_hidden=32)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def final_weights(run_dir) -> dict:
+    state, _ = ckpt.load_latest(run_dir)
+    return state["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ---------------------------------------------------------------- gradient isolation
+
+
+@pytest.mark.parametrize("agent", ["reinforce", "actor-critic"])
+def test_gradient_isolation(data_root, tmp_path, agent):
+    from hardattn.agents import actor_critic, reinforce
+    from hardattn.agents.ram_common import make_env, make_model, rollout
+
+    cfg = tiny(tmp_path, agent=agent).validate()
+    env = make_env(cfg, torch.device("cpu"), 8)
+    env.reset(seed=0)
+    torch.manual_seed(0)
+    model = make_model(cfg, env)
+    ro = rollout(model, env, 0.2, torch.Generator().manual_seed(0))
+    losses = (reinforce.loss_terms(cfg, ro, {}) if agent == "reinforce"
+              else actor_critic.loss_terms(cfg, ro))
+    groups = model.head_parameters()
+    value_key = "loss_baseline" if agent == "reinforce" else "loss_value"
+    expected = {"loss_reinforce": {"location"}, value_key: {"baseline"},
+                "loss_classify": {"glimpse_net", "core", "classifier"}}
+    for term, reached in expected.items():
+        for name, params in groups.items():
+            params = [p for p in params if p.requires_grad]
+            grads = torch.autograd.grad(losses[term], params, retain_graph=True,
+                                        allow_unused=True)
+            touched = any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+            assert touched == (name in reached), f"{term} -> {name}: {touched}"
+
+
+# ---------------------------------------------------------------- unbiased REINFORCE
+
+
+def test_reinforce_is_unbiased_for_a_categorical_policy_by_enumeration():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.tensor([0.3, -0.2, 0.5, 0.0], requires_grad=True)
+    rewards = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    exact = torch.autograd.grad((logits.softmax(0) * rewards).sum(), logits)[0]
+    n, b = 4000, 0.7  # a constant baseline leaves the estimator unbiased
+    a = torch.multinomial(logits.softmax(0).detach(), n, replacement=True, generator=g)
+    ests = []
+    for i in range(n):
+        lp = logits.log_softmax(0)[a[i]].reshape(1, 1)
+        ests.append(torch.autograd.grad(-reinforce_loss(lp, (rewards[a[i]] - b).reshape(1, 1)),
+                                        logits)[0])
+    est = torch.stack(ests)
+    z = (est.mean(0) - exact) / (est.std(0) / n**0.5)
+    assert z.abs().max() < 4.0, z
+
+
+def test_reinforce_is_unbiased_for_the_gaussian_location_policy():
+    # E[-(a - c)^2] under N(mu, s) is -((mu - c)^2 + s^2): exact gradient -2 (mu - c).
+    g = torch.Generator().manual_seed(1)
+    mu = torch.tensor([[0.2, -0.4]], requires_grad=True)
+    c, s, n = torch.tensor([0.5, 0.1]), torch.tensor([0.3, 0.3]), 20000
+    a = (mu.detach() + s * torch.randn(n, 2, generator=g))  # (n, 2)
+    reward = -((a - c) ** 2).sum(1)  # (n,)
+    lp = gaussian_log_prob(a, mu.expand(n, 2), s)[None]  # (1, n)
+    # The estimator averages over the batch: its gradient is the mean of n per-sample ones.
+    grad = torch.autograd.grad(-reinforce_loss(lp, reward[None].detach()), mu)[0][0]
+    score = (a - mu.detach()) / s**2  # (n, 2) per-sample d log pi / d mu, for the spread
+    se = (score * reward[:, None]).std(0) / n**0.5
+    exact = -2 * (mu.detach()[0] - c)
+    assert ((grad - exact).abs() / se).max() < 4.0
+
+
+def test_reinforce_loss_refuses_advantages_with_a_gradient():
+    x = torch.ones(2, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="detach"):
+        reinforce_loss(torch.zeros(2, 3), x * 2)
+
+
+# ---------------------------------------------------------------- determinism and resume
+
+
+@pytest.mark.parametrize("agent", ["reinforce", "actor-critic"])
+def test_same_seed_same_weights(data_root, tmp_path, agent):
+    from hardattn.agents.run import train
+
+    train(tiny(tmp_path / "a", agent=agent))
+    train(tiny(tmp_path / "b", agent=agent))
+    assert_same_weights(final_weights(tmp_path / "a" / "run"), final_weights(tmp_path / "b" / "run"))
+    train(tiny(tmp_path / "c", agent=agent, seed=1))
+    a, c = final_weights(tmp_path / "a" / "run"), final_weights(tmp_path / "c" / "run")
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("baseline", ["learned", "ema"])
+def test_resume_equals_uninterrupted(data_root, tmp_path, baseline):
+    from hardattn.agents.run import train
+
+    full = tiny(tmp_path / "full", baseline=baseline)
+    report = train(full)
+    run_full = tmp_path / "full" / "run"
+    # An interrupted twin: the folder as it was after update 2 (ckpt_00000002, and best.pt
+    # if the best validation so far was at or before update 2).
+    cut = tmp_path / "cut" / "run"
+    shutil.copytree(run_full, cut)
+    best_update = ckpt.load_checkpoint(cut / "checkpoints" / "best.pt")["update"]
+    for p in (cut / "checkpoints").iterdir():
+        if p.name != "ckpt_00000002.pt" and not (p.name == "best.pt" and best_update <= 2):
+            p.unlink()
+    train(dataclasses.replace(full, resume=str(cut / "checkpoints" / "ckpt_00000002.pt"),
+                              run_dir=None))
+    assert_same_weights(final_weights(run_full), final_weights(cut))
+    resumed = json.loads((cut / "report.json").read_text())
+    assert resumed["test_error_pct"] == report["test_error_pct"]
+
+
+def test_checkpoint_round_trip_and_fallback(tmp_path):
+    state = {"model": {"w": torch.arange(4.0)}, "update": 3}
+    p1 = ckpt.save_checkpoint(tmp_path / "ckpt_00000001.pt", {**state, "update": 1})
+    p3 = ckpt.save_checkpoint(tmp_path / "ckpt_00000003.pt", state)
+    assert torch.equal(ckpt.load_checkpoint(p3)["model"]["w"], torch.arange(4.0))
+    p3.write_bytes(p3.read_bytes()[:20])  # truncated
+    with pytest.raises(ckpt.CheckpointError, match="ckpt_00000003.pt"):
+        ckpt.load_checkpoint(p3)
+    warnings = []
+    loaded, path = ckpt.load_latest(tmp_path, warn=warnings.append)
+    assert path == p1 and loaded["update"] == 1 and "ckpt_00000003.pt" in warnings[0]
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+
+
+# ---------------------------------------------------------------- faults and bad input
+
+
+def test_nonfinite_loss_is_not_applied(tmp_path):
+    from hardattn.agents.ram_common import safe_step
+
+    model = torch.nn.Linear(2, 1)
+    before = model.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    loss = model(torch.ones(1, 2)).sum()
+    losses = {"loss": loss * float("nan"), "loss_classify": loss * float("nan")}
+    with pytest.raises(FloatingPointError, match="loss_classify"):
+        safe_step(losses, model, opt, tiny(tmp_path))
+    applied, _ = safe_step(losses, model, opt, tiny(tmp_path, on_nonfinite="skip"))
+    assert not applied and torch.equal(model.weight, before)
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(baseline="loo"), "samples-per-image"),
+    (dict(batch_size=10, samples_per_image=3), "batch-size"),
+    (dict(agent="actor-critic", baseline="ema"), "baseline"),
+    (dict(total_images=100, epochs=1.0), "exclusive"),
+    (dict(lr=-1.0), "--lr"),
+    (dict(env="Nope-v0"), "hardattn/GlimpseMNIST-v0"),
+    (dict(eval_size=150), "eval-size"),
+    (dict(entropy_coef=0.1), "entropy-coef"),
+])
+def test_invalid_configs_fail_before_training(tmp_path, kw, field):
+    from hardattn.agents.run import registered_ids
+
+    with pytest.raises(ValueError, match=field):
+        tiny(tmp_path, **kw).validate(registered_ids())
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "hardattn.cli", "train", "--env", "Nope-v0",
+                          "--run-dir", str(tmp_path / "r")], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "Nope-v0" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- learning and outputs
+
+
+def test_short_run_learns_mnist28_and_writes_its_outputs(data_root, tmp_path):
+    from hardattn.agents.run import train
+
+    cfg = tiny(tmp_path, total_images=64 * 100, batch_size=64, eval_every=50, eval_size=1000,
+               test_size=1000, eval_batch=500, core_hidden=256, glimpse_hidden=256,
+               what_hidden=128, where_hidden=128, grad_stats_every=50, checkpoint_every=50)
+    report = train(cfg)
+    assert report["val_error_pct"] < 75.0  # chance is 90% error
+    run = tmp_path / "run"
+    for name in ("config.json", "meta.json", "report.json", "checkpoints/best.pt"):
+        assert (run / name).exists(), name
+    assert list(run.glob("events.out.tfevents.*"))
+    out = subprocess.run([sys.executable, "-m", "hardattn.cli", "eval", "--checkpoint",
+                          str(run), "--split", "test", "--n", "1000", "--device", "cpu"],
+                         capture_output=True, text=True, check=True).stdout
+    ev = json.loads((run / "eval_test.json").read_text())
+    assert abs(ev["error_pct"] - report["test_error_pct"]) < 1e-9, out
+    assert (run / "eval_test_glimpses.png").stat().st_size > 1000
