@@ -31,7 +31,18 @@ AGENT_MODULES = {"reinforce": "hardattn.agents.reinforce",
 
 
 class TrainingInterrupted(SystemExit):
-    """Raised after SIGINT/SIGTERM once the checkpoint is written (exit code 128 + signal)."""
+    """Raised after SIGINT/SIGTERM once the checkpoint is written (exit code 128 + signal).
+
+    ``str()`` is the one-line message, which ``Run.close`` has printed to stderr (an integer
+    exit code makes Python print nothing).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.message, self.signum = message, signum
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,9 +52,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def registered_ids() -> list[str]:
-    import hardattn.envs  # noqa: F401  (registers the ids)
+    """The env ids the glimpse agents can train on."""
+    import hardattn.envs
 
-    return [i for i in gym.registry if i.startswith("hardattn/")]
+    return hardattn.envs.registered_ids("glimpse")
 
 
 class Run:
@@ -140,8 +152,10 @@ class Run:
             self.logger.flush()
             self.logger.close()
             name = signal.Signals(self.stop_signal).name
-            raise TrainingInterrupted(f"hardattn: stopped by {name} after update {update}; "
-                                      f"checkpoint saved, resume with --resume {self.dir}")
+            msg = (f"hardattn: stopped by {name} after update {update}; checkpoint saved, "
+                   f"resume with --resume {self.dir}")
+            print(msg, file=sys.stderr, flush=True)
+            raise TrainingInterrupted(msg, self.stop_signal)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0

@@ -22,7 +22,7 @@ from hardattn import data, sensors
 from hardattn.envs import GlimpseEnv, GlimpseVecEnv
 from hardattn.envs.glimpse_task import ACTION_TYPES, N_CLASSES
 
-IDS = hardattn.envs.registered_ids()
+IDS = hardattn.envs.registered_ids("glimpse")  # glimpse-specific checks; every id: test_env_battery.py
 CASES = [(env_id, a) for env_id in IDS for a in ACTION_TYPES]
 CASE_IDS = [f"{env_id.split('/')[1].split('-')[0]}-{a}" for env_id, a in CASES]
 CUDA = torch.cuda.is_available()

@@ -1,0 +1,75 @@
+"""Shared driver of the RAM benchmarks (``ram_mnist28.py``, ``ram_cluttered60.py``, ...).
+
+Trains each agent with each seed through ``hardattn.agents.run.train`` (validation-selected,
+deterministic policy, official test set scored once, no Monte-Carlo averaging) and writes
+``benchmarks/results/ram_<preset>.json`` in the format of ``../shared/BENCHMARKS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hardattn.benchmarking import result, write_results
+from hardattn.config import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -> Path:
+    """Parse the command line, train the agent x seed matrix, write the results JSON."""
+    p = argparse.ArgumentParser(description=f"RAM on {env}: test error over seeds")
+    p.add_argument("--agents", default="reinforce,actor-critic",
+                   help="comma-separated agents (reinforce, actor-critic)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--epochs", type=float, default=defaults.get("epochs", 100.0),
+                   help="training budget per run, in epochs of 50,000 canvases")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--runs", default=str(REPO / "runs" / "bench"), help="run folders go here")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    rows, device = [], None
+    for agent in args.agents.split(","):
+        reports = []
+        for seed in range(args.seeds):
+            run_dir = Path(args.runs) / f"ram_{preset}__{agent}__{seed}"
+            report_file = run_dir / "report.json"
+            if report_file.exists():  # resumable: finished runs are not trained again
+                reports.append(json.loads(report_file.read_text()))
+                continue
+            fields = {**{k: v for k, v in defaults.items() if k != "epochs"},
+                      "agent": agent, "env": env, "seed": seed, "epochs": args.epochs,
+                      "device": args.device, "run_dir": str(run_dir)}
+            ckpts = run_dir / "checkpoints"
+            if ckpts.is_dir() and any(ckpts.glob("ckpt_*.pt")):
+                fields["resume"] = str(run_dir)
+            cfg = TrainConfig(**fields)
+            from hardattn.agents.run import train
+
+            reports.append(train(cfg))
+        device = reports[-1]["device"]
+        cfg_dict = dataclasses.asdict(TrainConfig(**{**{k: v for k, v in defaults.items()
+                                                        if k != "epochs"},
+                                                     "agent": agent, "env": env,
+                                                     "epochs": args.epochs}))
+        labels = {"agent": agent, "preset": preset,
+                  "glimpses": defaults.get("n_glimpses") or {"mnist28": 6}.get(preset, 8),
+                  "epochs": args.epochs}
+        rows.append(result("test_error_pct", [r["test_error_pct"] for r in reports], "%", False,
+                           labels, cfg_dict))
+        rows.append(result("val_error_pct", [r["val_error_pct"] for r in reports], "%", False,
+                           labels, cfg_dict))
+        rows.append(result("images_per_s", [r["images_per_s"] for r in reports], "images/s",
+                           True, labels, cfg_dict))
+        rows.append(result("wall_s", [r["wall_s"] for r in reports], "s", False, labels,
+                           cfg_dict))
+    dev = torch.device("cuda" if device and device.startswith("cuda") else "cpu")
+    return write_results(f"ram_{preset}", rows, time.perf_counter() - t0, dev,
+                         command="python " + " ".join(sys.argv), out_dir=args.out)
