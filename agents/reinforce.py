@@ -63,26 +63,26 @@ def loss_terms(cfg: TrainConfig, ro: Rollout, baselines: dict) -> dict[str, torc
 
 def train(cfg: TrainConfig) -> dict:
     """Train RAM with REINFORCE; returns the final report (val and test error, timings)."""
-    run = Run(cfg)
-    cfg, dev = run.cfg, run.device
-    torch.manual_seed(cfg.seed)  # initial weights
-    env = make_env(cfg, dev, cfg.batch_size)
-    model = make_model(cfg, env).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    baselines = {"ema": est.EMABaseline(cfg.ema_decay),
-                 "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
-    noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # location noise
-    env.reset(seed=cfg.seed)
-    trainer = Trainer(run, env, model, optimizer, noise, baselines)
-    options = {"repeat": cfg.samples_per_image} if cfg.samples_per_image > 1 else None
+    with Run(cfg) as run:
+        cfg, dev = run.cfg, run.device
+        torch.manual_seed(cfg.seed)  # initial weights
+        env = make_env(cfg, dev, cfg.batch_size)
+        model = make_model(cfg, env).to(dev)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        baselines = {"ema": est.EMABaseline(cfg.ema_decay),
+                     "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
+        noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # location noise
+        env.reset(seed=cfg.seed)
+        trainer = Trainer(run, env, model, optimizer, noise, baselines)
+        options = {"repeat": cfg.samples_per_image} if cfg.samples_per_image > 1 else None
 
-    for update in run.updates(trainer.postfix):
-        std = std_at(cfg, update)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(cfg, update)
-        ro = rollout(model, env, std, noise, options=options)
-        losses = loss_terms(cfg, ro, baselines)
-        applied, grad_norm = safe_step(losses, model, optimizer, cfg)
-        trainer.after_update(update, ro, losses, applied, grad_norm, std,
-                             lambda r, b: loss_terms(cfg, r, b))
-    return trainer.finish()
+        for update in run.updates(trainer.postfix):
+            std = std_at(cfg, update)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, update)
+            ro = rollout(model, env, std, noise, options=options)
+            losses = loss_terms(cfg, ro, baselines)
+            applied, grad_norm = safe_step(losses, model, optimizer, cfg)
+            trainer.after_update(update, ro, losses, applied, grad_norm, std,
+                                 lambda r, b: loss_terms(cfg, r, b))
+        return trainer.finish()

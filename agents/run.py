@@ -27,7 +27,11 @@ from hardattn.logger import Logger, config_markdown, run_name
 
 AGENT_MODULES = {"reinforce": "hardattn.agents.reinforce",
                  "actor-critic": "hardattn.agents.actor_critic",
-                 "sb3-ppo": "hardattn.agents.sb3", "sb3-recurrent-ppo": "hardattn.agents.sb3"}
+                 "sb3-ppo": "hardattn.agents.sb3", "sb3-recurrent-ppo": "hardattn.agents.sb3",
+                 "soft-glimpse": "hardattn.agents.soft_glimpse",
+                 "reparam-glimpse": "hardattn.agents.soft_glimpse",
+                 "draw": "hardattn.agents.draw", "soft-cnn": "hardattn.agents.soft_cnn",
+                 "cnn": "hardattn.agents.baselines_cnn", "mlp": "hardattn.agents.baselines_cnn"}
 
 
 class TrainingInterrupted(SystemExit):
@@ -67,6 +71,15 @@ class Run:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.state: dict | None = None
+        if cfg.from_run:
+            recorded = Path(cfg.from_run) / "config.json"
+            if not recorded.is_file():
+                raise ValueError(f"--from-run={cfg.from_run!r} holds no config.json; give a "
+                                 f"run folder written by hardattn train")
+            stored = TrainConfig.from_dict(json.loads(recorded.read_text()))
+            cfg = TrainConfig.from_dict({**stored.to_dict(), "from_run": None, "resume": None,
+                                         "run_dir": cfg.run_dir, "progress": cfg.progress})
+            print(f"hardattn: re-running the config of {cfg.from_run or recorded.parent}")
         if cfg.resume:
             self.state, path = ckpt.load_latest(cfg.resume)
             stored = TrainConfig.from_dict(self.state["config"])
@@ -143,10 +156,21 @@ class Run:
                              {**state, "update": update, "config": self.cfg.to_dict(),
                               "val": val})
 
-    def close(self, update: int, state: dict) -> None:
-        """End of the loop: on a signal, checkpoint, flush and exit non-zero in one line."""
+    def restore_signal_handlers(self) -> None:
         for s, h in self._old_handlers.items():
             signal.signal(s, h)
+        self._old_handlers = {}
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # Also when training raised: the caller gets its own Ctrl-C handling back.
+        self.restore_signal_handlers()
+
+    def close(self, update: int, state: dict) -> None:
+        """End of the loop: on a signal, checkpoint, flush and exit non-zero in one line."""
+        self.restore_signal_handlers()
         if self.stop_signal is not None:
             self.save(update, state)
             self.logger.flush()
@@ -161,7 +185,19 @@ class Run:
         return time.perf_counter() - self.t0
 
 
+def stored_agent(cfg: TrainConfig) -> str:
+    """The agent a run continues with: the recorded one for --resume and --from-run."""
+    if cfg.resume:
+        state, _ = ckpt.load_latest(cfg.resume, warn=lambda msg: None)
+        return state["config"]["agent"]
+    if cfg.from_run:
+        recorded = Path(cfg.from_run) / "config.json"
+        if recorded.is_file():
+            return json.loads(recorded.read_text())["agent"]
+    return cfg.agent
+
+
 def train(cfg: TrainConfig) -> dict:
-    """``hardattn train``: run the agent ``cfg.agent`` and return its final report."""
-    module = importlib.import_module(AGENT_MODULES[cfg.agent])
+    """``hardattn train``: run the agent of ``cfg`` (or of the run it resumes) and report."""
+    module = importlib.import_module(AGENT_MODULES[stored_agent(cfg)])
     return module.train(cfg)

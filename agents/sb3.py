@@ -38,8 +38,11 @@ zero-mean noise to the gradient (the env's design; our RAM agents avoid it).
   (``net_arch`` pi/vf 64-64) sit on top.
 - ``seed`` = ``--seed`` (SB3 seeds Python, numpy, torch and env ``i`` with ``seed + i``);
   ``device`` = the resolved ``--device`` (SB3 PPO with small MLPs is often as fast on CPU).
-- Fields of the RAM agents that SB3 would ignore (``--baseline``, ``--samples-per-image``,
-  ``--std*``, ``--core``, ...) are rejected by ``check_config`` unless left at their defaults.
+- Every other field (the RAM agents' ``--baseline``, ``--samples-per-image``, ``--std*``,
+  ``--core``, ``--reinforce-coef``, ..., the backprop baselines' fields, and ``--core-hidden``
+  for plain PPO) would be ignored by SB3: ``check_config`` rejects it unless left at its
+  default (``--grad-stats-every 0``, "off", is accepted). ``--image-every``: glimpse-path
+  images are logged at every validation instead.
 
 ## Logging, evaluation, checkpoints
 SB3's own ``Logger`` writes ``rollout/``, ``train/`` and ``time/`` through a TensorBoard output
@@ -79,6 +82,8 @@ import json
 import math
 import os
 import re
+import signal
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -88,7 +93,8 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import Image, Logger as SB3Logger, TensorBoardOutputFormat
+from stable_baselines3.common.logger import Image, TensorBoardOutputFormat
+from stable_baselines3.common.logger import Logger as SB3Logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -100,20 +106,25 @@ from hardattn import data
 from hardattn.config import TrainConfig
 
 from .ram_common import glimpse_paths_image
-from .run import Run
+from .run import Run, TrainingInterrupted
 
 SB3_AGENTS = ("sb3-ppo", "sb3-recurrent-ppo")
 MAX_ENVS = 16
 EVAL_SEED = 12345  # as our agents' Evaluator: same first glimpses for every model
 ZIP = re.compile(r"^sb3_(\d+)\.zip$")
 
-# Fields of the RAM agents that SB3 has no use for: (reason, values that are accepted).
+# The fields SB3 runs use (the docstring gives the mapping); any other field must keep its
+# default (or a value here that means "off"): SB3 would silently ignore it.
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-_RAM_ONLY = {
-    "baseline": (), "samples_per_image": (), "ema_decay": (), "reinforce_coef": (),
-    "std": (), "std_schedule": (), "std_end": (), "core": (), "on_nonfinite": (),
-    "image_every": (), "grad_stats_every": (0,),
+_USED = {
+    "agent", "env", "seed", "device", "total_images", "epochs", "batch_size", "lr", "lr_decay",
+    "n_glimpses", "patch", "scales", "first_glimpse", "core_hidden", "glimpse_hidden",
+    "what_hidden", "where_hidden", "normalize_advantages", "entropy_coef", "value_coef", "gamma",
+    "gae_lambda", "max_grad_norm", "eval_every", "eval_size", "test_size", "eval_batch",
+    "log_every", "checkpoint_every", "keep_checkpoints", "run_dir", "resume", "from_run",
+    "deterministic", "progress", "threads",
 }
+_OFF = {"grad_stats_every": 0}
 
 
 # ---------------------------------------------------------------------------------- network
@@ -166,11 +177,12 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.agent not in SB3_AGENTS:
         raise ValueError(f"--agent={cfg.agent!r} is not one of {SB3_AGENTS} "
                          f"(hardattn.agents.sb3 trains only these)")
-    bad = [f"--{k.replace('_', '-')}={getattr(cfg, k)!r}" for k, ok in _RAM_ONLY.items()
-           if getattr(cfg, k) != _DEFAULTS[k] and getattr(cfg, k) not in ok]
+    bad = [f"--{k.replace('_', '-')}={v!r}" for k, v in cfg.to_dict().items()
+           if k not in _USED and v != _DEFAULTS.get(k) and not (k in _OFF and v == _OFF[k])]
     if bad:
         raise ValueError(f"--agent {cfg.agent} does not use {', '.join(bad)}: these apply to "
-                         f"--agent reinforce/actor-critic; leave them at their defaults")
+                         f"other agents (--agent reinforce/actor-critic, or the backprop "
+                         f"baselines); leave them at their defaults")
     if cfg.agent == "sb3-ppo" and cfg.core_hidden != _DEFAULTS["core_hidden"]:
         raise ValueError(f"--agent sb3-ppo does not use --core-hidden={cfg.core_hidden}: plain "
                          f"PPO has no recurrent core (it sets the LSTM width of "
@@ -351,7 +363,7 @@ class RunCallback(BaseCallback):
     def _on_rollout_start(self) -> None:
         if self.done > self.handled:
             self._after_update(self.done - 1)
-        elif self.boundary is None:  # the first rollout of this session
+        else:  # the first rollout of this session
             self.boundary = (self.done - 1, self._snapshot())
 
     def _on_step(self) -> bool:
@@ -403,6 +415,11 @@ class RunCallback(BaseCallback):
             self.best = {"error": res["error"], "update": update}
             _atomic_save(self.model, self.run.ckpt_dir / "best.zip")
 
+    def state(self, update: int, snap: dict) -> dict:
+        """What ``ckpt_<update>.pt`` holds besides the config: the zip's name, RNG states, best."""
+        steps = self.steps(update + 1)
+        return {"sb3_zip": f"sb3_{steps:010d}.zip", "num_timesteps": steps, **snap}
+
     def checkpoint(self, update: int, snap: dict) -> None:
         """``sb3_<timesteps>.zip`` and the Run's ``ckpt_<update>.pt``, then prune both."""
         steps = self.steps(update + 1)
@@ -412,7 +429,7 @@ class RunCallback(BaseCallback):
             _atomic_save(self.model, self.run.ckpt_dir / name)
         finally:
             self.model.num_timesteps = now
-        self.run.save(update, {"sb3_zip": name, "num_timesteps": steps, **snap})
+        self.run.save(update, self.state(update, snap))
         kept = {self.steps(int(p.name[5:13]) + 1)
                 for p in ckpt.periodic_checkpoints(self.run.ckpt_dir)}
         for p in self.run.ckpt_dir.iterdir():
@@ -469,25 +486,37 @@ def train(cfg: TrainConfig) -> dict:
                                output_formats=[_ImageStepTensorBoard(run.logger.writer, T)]))
     val = FixedSetEvaluator(cfg, "val", cfg.eval_size)
     callback = RunCallback(run, recorders, val, T, best)
+    if run.state is not None:  # a signal before the first rollout re-saves this checkpoint
+        callback.boundary = (run.state["update"],
+                             {k: run.state[k] for k in ("env_rng", "rng", "best")})
     total = callback.steps(cfg.n_updates)
     remaining = total - (0 if run.state is None else model.num_timesteps)
     if remaining > 0:
         model.learn(remaining, callback=callback, log_interval=cfg.log_every,
                     reset_num_timesteps=run.state is None, progress_bar=False)
 
-    if run.stop_signal is not None and callback.boundary is not None:
+    if run.stop_signal is not None:
         update, snap = callback.boundary  # the last finished update; its rollout is dropped
+        if update < 0:
+            run.restore_signal_handlers()  # not Run.close: it would save a checkpoint
+            run.logger.close()
+            msg = (f"hardattn: stopped by {signal.Signals(run.stop_signal).name} before the "
+                   f"first update finished; nothing to resume")
+            print(msg, file=sys.stderr, flush=True)
+            raise TrainingInterrupted(msg, run.stop_signal)
         callback.checkpoint(update, snap)
-        run.close(update, {"sb3_zip": f"sb3_{callback.steps(update + 1):010d}.zip",
-                           "num_timesteps": callback.steps(update + 1), **snap})
-    run.close(cfg.n_updates - 1, {})  # restores the signal handlers
+        run.close(update, callback.state(update, snap))  # writes ckpt_<update>.pt again, exits
+    run.close(cfg.n_updates - 1, {})  # no signal: only restores the signal handlers
     return _finish(run, callback, Algo, T)
 
 
 def _finish(run: Run, callback: RunCallback, Algo, T: int) -> dict:
     """Score the best model once on the fixed test set; write ``report.json``; print."""
     cfg, best = run.cfg, callback.best
-    model = Algo.load(run.ckpt_dir / "best.zip", device=run.device)
+    path = run.ckpt_dir / "best.zip"
+    if not path.exists():
+        raise ckpt.CheckpointError(f"{str(path)!r} does not exist: no model to test")
+    model = Algo.load(path, device=run.device)
     tester = FixedSetEvaluator(cfg, "test", cfg.test_size)
     test = tester(model)
     images = cfg.n_updates * cfg.batch_size

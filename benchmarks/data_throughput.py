@@ -37,7 +37,8 @@ def measure(gen: data.CanvasGenerator, batch: int, repeats: int, repeat_s: float
     """Canvases per second of ``gen.sample(batch)``, one figure per timed repeat.
 
     Each repeat times enough batches to last about ``repeat_s`` seconds, so the clock's
-    resolution and per-call jitter stay small against the measured time.
+    resolution and per-call jitter stay small against the measured time (at most
+    ``3 * repeat_s``: a repeat stops early when the machine got slower after calibration).
 
     Args:
         gen: the generator to time.
@@ -47,7 +48,7 @@ def measure(gen: data.CanvasGenerator, batch: int, repeats: int, repeat_s: float
         warmup_s: untimed sampling first (allocator, thread pool, CUDA kernels warm up).
 
     Returns:
-        The per-repeat rates and the number of batches each repeat timed.
+        The per-repeat rates and the number of batches each repeat aimed to time.
     """
     g = torch.Generator(device=gen.device).manual_seed(SEED)
     call_s: list[float] = []
@@ -64,10 +65,14 @@ def measure(gen: data.CanvasGenerator, batch: int, repeats: int, repeat_s: float
     for _ in range(repeats):
         _sync(gen.device)
         t0 = time.perf_counter()
-        for _ in range(n_batches):
+        done = 0
+        # Cut a repeat short when the machine slowed down after calibration, so a busy
+        # machine cannot stretch the run to minutes; the rate uses the batches really done.
+        while done < n_batches and (done == 0 or time.perf_counter() - t0 < 3 * repeat_s):
             gen.sample(batch, g)
+            done += 1
         _sync(gen.device)
-        rates.append(n_batches * batch / (time.perf_counter() - t0))
+        rates.append(done * batch / (time.perf_counter() - t0))
     return rates, n_batches
 
 
@@ -101,7 +106,7 @@ def run_device(device: torch.device, args: argparse.Namespace) -> None:
               f"canvases/s (std {row['std']:,.0f} over {args.repeats} x {n_batches} batches)",
               flush=True)
     path = write_results(f"data_throughput_{device.type}", rows, time.perf_counter() - t_start,
-                         device)
+                         device, out_dir=args.out_dir)
     print(f"wrote {path}")
 
 
@@ -116,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup-s", type=float, default=0.5, help="untimed warm-up seconds")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: the cores this process may use)")
+    parser.add_argument("--out-dir", default=None,
+                        help="results folder (default: benchmarks/results)")
     parser.add_argument("--data-root", default=None,
                         help=f"MNIST root (else ${data.DATA_ENV}, else ./data)")
     args = parser.parse_args(argv)

@@ -135,12 +135,20 @@ def decode_actions(action, cfg: GlimpseConfig, n: int, device: torch.device):
     """
     def tensor(x, what):
         if isinstance(x, torch.Tensor):
-            return x.to(device)
-        arr = np.asarray(x)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                       or arr.dtype == np.bool_):
-            raise ValueError(f"{what} must be numeric, got dtype {arr.dtype} ({x!r:.80})")
-        return torch.as_tensor(arr, device=device)
+            if x.dtype.is_complex:
+                raise ValueError(f"{what} must be real numbers, got dtype {x.dtype}")
+            if x.dtype in (torch.uint16, torch.uint32, torch.uint64):  # no comparisons in torch
+                x = x.to(torch.float64)
+            return x.detach().to(device)  # values, never an autograd graph
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError, RuntimeError) as e:  # ragged nesting, ...
+            raise ValueError(f"{what} must be a numeric array, got {x!r:.80} ({e})") from None
+        if arr.dtype.kind not in "biuf":  # object, str, complex, datetime, timedelta, ...
+            raise ValueError(f"{what} must be real numbers, got dtype {arr.dtype} ({x!r:.80})")
+        if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:  # torch cannot compare uint64
+            arr = arr.astype(np.float64)
+        return torch.as_tensor(arr.astype(arr.dtype.newbyteorder("="), copy=False), device=device)
 
     def integral(x, what, shape, high):
         if x.dtype.is_floating_point:
@@ -150,10 +158,10 @@ def decode_actions(action, cfg: GlimpseConfig, n: int, device: torch.device):
             raise ValueError(f"{what} must hold integers, got dtype {x.dtype}")
         if tuple(x.shape) != shape:
             raise ValueError(f"{what} must have shape {shape}, got {tuple(x.shape)}")
-        x = x.long()
+        # Range first, on the values sent: .long() of a huge float is INT64_MIN.
         if bool(((x < 0) | (x >= high)).any()):
             raise ValueError(f"{what} must be in [0, {high - 1}], got {x.tolist()!r:.120}")
-        return x
+        return x.long()
 
     single = n == 1 and not isinstance(action, torch.Tensor)
     if cfg.action_type == "tuple":
@@ -190,10 +198,10 @@ def decode_actions(action, cfg: GlimpseConfig, n: int, device: torch.device):
         if not bool(torch.isfinite(a).all()):
             raise ValueError(f"box action must be finite, got {a.tolist()!r:.120}")
         loc, cls = a[:, :2], a[:, 2:].argmax(dim=1)
-    loc = loc.to(torch.float32)
     if not bool(torch.isfinite(loc).all()):
         raise ValueError(f"location must be finite, got {loc.tolist()!r:.120}")
-    return loc.clamp(-1.0, 1.0), cls
+    # Clamp before the cast: a finite float64 beyond float32's range is clamped, not inf.
+    return loc.clamp(-1.0, 1.0).to(torch.float32), cls
 
 
 class GlimpseTask:

@@ -219,11 +219,18 @@ def action_space(cfg: MemoryConfig) -> spaces.Space:
 def _to_tensor(x: Any, what: str, device: torch.device) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         t = x.to(device)
+        if t.dtype in (torch.uint16, torch.uint32, torch.uint64):  # no comparisons in torch
+            t = t.to(torch.float64)
     else:
-        arr = np.asarray(x)
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError, RuntimeError) as e:  # ragged nesting, ...
+            raise ValueError(f"{what} must be an integer, got {x!r:.80} ({e})") from None
+        if arr.dtype.kind not in "biufc":  # object, str, datetime, timedelta, ...
             raise ValueError(f"{what} must be an integer, got {x!r:.80} (dtype {arr.dtype})")
-        t = torch.as_tensor(arr, device=device)
+        if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:  # torch cannot compare uint64
+            arr = arr.astype(np.float64)
+        t = torch.as_tensor(arr.astype(arr.dtype.newbyteorder("="), copy=False), device=device)
     if t.dtype == torch.bool or t.dtype.is_complex:
         raise ValueError(f"{what} must be an integer, got {x!r:.80} (dtype {t.dtype})")
     return t

@@ -239,8 +239,8 @@ class AlgorithmicTapeEnv(gym.Env):
                                  f"{action!r:.120}")
             parts = list(action)
         else:
-            arr = np.asarray(action)
-            if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+            arr = _asarray(action, "a 'multidiscrete' action")
+            if arr.dtype.kind not in "iuf":  # bool, complex, object, str, timedelta, ...
                 raise ValueError(f"a 'multidiscrete' action must be integers, got "
                                  f"{action!r:.120} (dtype {arr.dtype})")
             if arr.shape != (3,):
@@ -250,10 +250,9 @@ class AlgorithmicTapeEnv(gym.Env):
         out = []
         for value, name, high in zip(parts, ("move", "write", "symbol"),
                                      (len(self.MOVES), 2, self.base)):
-            arr = np.asarray(value)
-            if (arr.shape != () or arr.dtype == object or arr.dtype == np.bool_
-                    or not np.issubdtype(arr.dtype, np.number)
-                    or (np.issubdtype(arr.dtype, np.floating) and arr != np.round(arr))):
+            arr = _asarray(value, name)
+            if (arr.shape != () or arr.dtype.kind not in "iuf"
+                    or (arr.dtype.kind == "f" and arr != np.round(arr))):
                 shown = arr.item() if arr.shape == () and arr.dtype != object else value
                 raise ValueError(f"{name} must be an integer, got {shown!r:.80}")
             v = arr.item()
@@ -308,6 +307,13 @@ class AlgorithmicTapeEnv(gym.Env):
                          f"{'write ' + self._char(symbol) if write else 'no write'}; "
                          f"reward {self.last_reward:.1f}")
         return "\n".join(lines) + "\n"
+
+
+def _asarray(value, what: str) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, RuntimeError) as e:  # ragged nesting, ...
+        raise ValueError(f"{what} must be an integer, got {value!r:.80} ({e})") from None
 
 
 class TapeCopyEnv(AlgorithmicTapeEnv):

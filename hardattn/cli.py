@@ -15,9 +15,11 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "data preview": ("hardattn.preview", "PreviewConfig", "preview",
                      "write a labelled grid of sample canvases to a PNG"),
     "train": ("hardattn.agents.run", "TrainConfig", "train",
-              "train a glimpse agent (REINFORCE, actor-critic, SB3 PPO)"),
+              "train an agent: hard (REINFORCE, actor-critic, SB3 PPO) or soft/full-image baselines"),
     "eval": ("hardattn.agents.evaluate", "EvalConfig", "evaluate",
              "evaluate a checkpoint on the fixed val or test canvases"),
+    "compare": ("hardattn.agents.compare", "CompareConfig", "compare",
+                "train and compare hard, soft and full-image agents on one preset"),
 }
 
 
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = tyro.cli(cfg_cls, args=rest, prog=f"hardattn {name}", description=doc)
     try:
         out = fn(cfg)
-    except (ValueError, FloatingPointError) as exc:  # bad input or a diverged run: one line
+    except KeyboardInterrupt:
+        raise SystemExit(f"hardattn {name}: interrupted") from None
+    except (ValueError, FloatingPointError, FileNotFoundError) as exc:  # bad input: one line
         raise SystemExit(f"hardattn {name}: error: {exc}") from None
     except Exception as exc:
         from hardattn.checkpoint import CheckpointError

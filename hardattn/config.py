@@ -12,7 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-AGENTS = ("reinforce", "actor-critic", "sb3-ppo", "sb3-recurrent-ppo")
+AGENTS = ("reinforce", "actor-critic", "sb3-ppo", "sb3-recurrent-ppo", "soft-glimpse",
+          "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp")
+# Agents trained end to end by backprop on canvases (no env, no REINFORCE).
+SOFT_AGENTS = ("soft-glimpse", "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp")
+SCORES = ("dot", "scaled", "general", "additive")
 BASELINES = ("none", "ema", "learned", "loo", "optimal")
 IMAGES_PER_EPOCH = 50_000  # the training split
 
@@ -21,8 +25,10 @@ IMAGES_PER_EPOCH = 50_000  # the training split
 class TrainConfig:
     """Train a glimpse agent (``hardattn train``)."""
 
-    agent: Literal["reinforce", "actor-critic", "sb3-ppo", "sb3-recurrent-ppo"] = "reinforce"
-    """Agent: REINFORCE (hybrid RAM loss), actor-critic (GAE), or Stable-Baselines3 PPO."""
+    agent: Literal["reinforce", "actor-critic", "sb3-ppo", "sb3-recurrent-ppo", "soft-glimpse",
+                   "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp"] = "reinforce"
+    """Agent: REINFORCE (hybrid RAM loss), actor-critic (GAE), Stable-Baselines3 PPO; or a
+    backprop baseline: soft-glimpse, reparam-glimpse, draw, soft-cnn, cnn, mlp."""
     env: str = "GlimpseCluttered60-v0"
     """Environment id, with or without the "hardattn/" namespace."""
     seed: int = 0
@@ -108,12 +114,25 @@ class TrainConfig:
     """Run folder; default runs/{env}__{agent}__{seed}__{time}."""
     resume: str | None = None
     """Continue from a checkpoint file or a run folder (its latest good checkpoint)."""
+    from_run: str | None = None
+    """Re-run, in a new folder, the config recorded in a run folder's config.json."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms(True) (GPU runs: bit-reproducible, slower)."""
     progress: bool = True
     """Show a progress bar."""
     threads: int = 0
     """torch CPU threads (0: all available cores)."""
+    score: Literal["dot", "scaled", "general", "additive"] = "additive"
+    """soft-cnn's attention score: dot h.k, scaled dot h.k/sqrt(d), general (bilinear) h W k,
+    or additive (Bahdanau) v.tanh(W h + U k)."""
+    feature_channels: int = 64
+    """soft-cnn: channels of the attended CNN feature map (its first conv has half as many)."""
+    draw_grid: int | None = None
+    """draw: side N of the N x N grid of Gaussian read filters; None = the env's patch."""
+    cnn_channels: int = 8
+    """cnn: filters of the 10x10, stride-5 conv layer (the RAM paper's baseline)."""
+    fc_hidden: int = 256
+    """cnn and mlp: width of the fully connected hidden layer(s)."""
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -211,12 +230,22 @@ class TrainConfig:
         need(self.agent != "actor-critic" or self.baseline in ("learned", "none"),
              f"--agent actor-critic uses its critic as baseline; --baseline={self.baseline!r} "
              f"is for --agent reinforce (leave it at 'learned')")
-        need(self.entropy_coef == 0 or self.std_schedule == "learned",
+        need(self.entropy_coef == 0 or self.std_schedule == "learned"
+             or self.agent.startswith("sb3-"),
              f"--entropy-coef={self.entropy_coef} has no effect unless --std-schedule learned")
         need(self.eval_size % min(self.eval_batch, self.eval_size) == 0,
              f"--eval-size={self.eval_size} must be a multiple of --eval-batch={self.eval_batch}")
         need(self.test_size % min(self.eval_batch, self.test_size) == 0,
              f"--test-size={self.test_size} must be a multiple of --eval-batch={self.eval_batch}")
+        need(self.score in SCORES, f"--score={self.score!r} is not one of {SCORES}")
+        for name in ("feature_channels", "cnn_channels", "fc_hidden"):
+            positive_int(name)
+        if self.draw_grid is not None:
+            positive_int("draw_grid")
+            need(self.draw_grid >= 2, f"--draw-grid={self.draw_grid} must be >= 2")
+        need(self.agent not in SOFT_AGENTS or self.samples_per_image == 1,
+             f"--samples-per-image={self.samples_per_image} is for the REINFORCE agents; "
+             f"--agent {self.agent} is trained by backprop (leave it at 1)")
         need(self.eval_size <= 10_000 and self.test_size <= 10_000,
              "--eval-size and --test-size must be <= 10000 (the split sizes)")
         return self

@@ -1,7 +1,7 @@
 """MNIST, its splits, and batched canvas generators (the deepmind/mnist-cluttered protocol).
 
-Data flow: ``load_mnist`` reads the official idx files through torchvision once per process;
-``digit_bank`` cuts a split out of them; ``CanvasGenerator`` places digits (and distractor
+Data flow: ``load_mnist`` reads the official idx files through torchvision once per process
+and cuts a split out of them; ``CanvasGenerator`` places digits (and distractor
 crops) on canvases in torch, batched, on any device, from a caller-seeded ``torch.Generator``;
 ``fixed_set`` builds the validation/test canvases once from a fixed seed and caches them.
 
@@ -28,6 +28,7 @@ SPLITS = ("train", "val", "test")
 VAL_SIZE = 10_000
 SPLIT_SIZES = {"train": 50_000, "val": 10_000, "test": 10_000}
 DIGIT_SIZE = 28
+GENERATOR_VERSION = 1  # bump when CanvasGenerator.sample draws differently
 RAW_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -164,7 +165,7 @@ class CanvasSpec:
             )
         if self.n_distractors < 0:
             raise ValueError(f"n_distractors={self.n_distractors} must be >= 0")
-        if not 1 <= self.distractor_size <= d:
+        if self.n_distractors and not 1 <= self.distractor_size <= d:
             raise ValueError(f"distractor_size={self.distractor_size} must be in [1, {d}]")
         return self
 
@@ -228,7 +229,8 @@ class CanvasGenerator:
             bank = F.interpolate(bank[:, None], size=(spec.digit_size,) * 2, mode="bilinear",
                                  antialias=True, align_corners=False)[:, 0]
             bank = bank.round().clamp_(0, 255)
-        self.bank = bank.contiguous()  # (N, d, d)
+        # uint8 storage: a quarter of the memory traffic of float32; values stay exact integers.
+        self.bank = bank.to(torch.uint8).contiguous()  # (N, d, d)
         self.labels = labels.to(self.device)
         d, s, W = spec.digit_size, spec.distractor_size, spec.width
         ar_d, ar_s = torch.arange(d, device=self.device), torch.arange(s, device=self.device)
@@ -277,12 +279,12 @@ class CanvasGenerator:
         canvas = torch.zeros(n, H * W, device=dev)  # (n, H*W), integer-valued floats
         if D:
             src_base = didx * (d * d) + dsrc[..., 0] * d + dsrc[..., 1]  # (n, D)
-            src = self.bank.view(-1)[src_base[..., None] + self._crop_src]  # (n, D, s*s)
+            src = self.bank.view(-1)[src_base[..., None] + self._crop_src].float()  # (n,D,s*s)
             dst = (dpos[..., 0] * W + dpos[..., 1])[..., None] + self._crop_dst  # (n, D, s*s)
             canvas.scatter_add_(1, dst.view(n, D * s * s), src.view(n, D * s * s))
         # Sums of non-negative values clipped once equal clipping after every addition.
         dst = (pos[:, 0] * W + pos[:, 1])[:, None] + self._digit_off  # (n, d*d)
-        canvas.scatter_add_(1, dst, self.bank[idx].view(n, d * d))
+        canvas.scatter_add_(1, dst, self.bank[idx].view(n, d * d).float())
         images = canvas.clamp_(max=255.0).div_(255.0).view(n, 1, H, W)  # (n, 1, H, W)
         return Canvases(images, self.labels[idx], idx, pos, didx, dsrc, dpos)
 
@@ -341,7 +343,9 @@ def fixed_set(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be a positive integer")
     root_path = resolve_root(root)
-    path = _cache_dir(root_path) / f"{preset}-{split}-n{n}-seed{seed}.pt"
+    # The key names the canvas recipe too: a changed preset or generator never reads a stale set.
+    recipe = hashlib.sha256(f"{GENERATOR_VERSION}/{spec!r}".encode()).hexdigest()[:10]
+    path = _cache_dir(root_path) / f"{preset}-{split}-n{n}-seed{seed}-{recipe}.pt"
     if path.exists():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)

@@ -27,6 +27,8 @@ class PreviewConfig:
     """Seed of the torch generator that draws the canvases."""
     data_root: str | None = None
     """MNIST root (else $HARDATTN_DATA, else ./data)."""
+    download: bool = True
+    """Download MNIST with torchvision when the files are absent."""
 
 
 def preview(cfg: PreviewConfig) -> Path:
@@ -34,7 +36,7 @@ def preview(cfg: PreviewConfig) -> Path:
     if cfg.n < 1 or cfg.n > 400:
         raise ValueError(f"n={cfg.n} must be in [1, 400]")
     spec = data.get_spec(cfg.preset)
-    gen = data.CanvasGenerator.from_split(cfg.split, spec, cfg.data_root)
+    gen = data.CanvasGenerator.from_split(cfg.split, spec, cfg.data_root, download=cfg.download)
     batch = gen.sample(cfg.n, torch.Generator().manual_seed(cfg.seed))
 
     import matplotlib

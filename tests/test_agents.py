@@ -225,3 +225,22 @@ def test_short_run_learns_mnist28_and_writes_its_outputs(data_root, tmp_path):
     ev = json.loads((run / "eval_test.json").read_text())
     assert abs(ev["error_pct"] - report["test_error_pct"]) < 1e-9, out
     assert (run / "eval_test_glimpses.png").stat().st_size > 1000
+
+
+def test_from_run_reproduces_a_run_from_its_folder(data_root, tmp_path):
+    from hardattn.agents.run import train
+
+    first = train(tiny(tmp_path / "a", seed=3))
+    again = train(TrainConfig(from_run=str(tmp_path / "a" / "run"),
+                              run_dir=str(tmp_path / "b"), progress=False))
+    assert again["seed"] == 3 and again["test_error_pct"] == first["test_error_pct"]
+    assert_same_weights(final_weights(tmp_path / "a" / "run"), final_weights(tmp_path / "b"))
+
+
+def test_resume_dispatches_to_the_recorded_agent(data_root, tmp_path):
+    from hardattn.agents.run import stored_agent, train
+
+    cfg = tiny(tmp_path, agent="actor-critic")
+    train(cfg)
+    resume = TrainConfig(resume=str(tmp_path / "run"))  # agent flag left at its default
+    assert stored_agent(resume) == "actor-critic"

@@ -131,7 +131,7 @@ def test_canvases_are_redrawn_exactly_from_their_split_and_metadata(data_root, o
     spec = data.get_spec(preset)
     gen = _generator(split, spec, data_root)
     bank, labels = _split_of(official, split)
-    assert torch.equal(gen.bank, torch.from_numpy(bank).float())
+    assert torch.equal(gen.bank.float(), torch.from_numpy(bank).float())
     c = gen.sample(48, torch.Generator().manual_seed(7))
     assert c.images.shape == (48, 1, spec.height, spec.width) and c.images.dtype == torch.float32
     assert c.distractor_index.shape == (48, spec.n_distractors)
@@ -438,3 +438,36 @@ def test_cli_unknown_preset_exits_non_zero_with_one_line_naming_it(tmp_path, dat
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cluttered61" in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "p.png").exists()
+
+
+def test_fixed_set_cache_key_follows_the_canvas_recipe(data_root, monkeypatch, tmp_path):
+    from hardattn import data
+
+    monkeypatch.setenv("HARDATTN_CACHE", str(tmp_path))
+    data.fixed_set("cluttered60", "val", n=4)
+    first = {p.name for p in tmp_path.iterdir()}
+    monkeypatch.setitem(data.PRESETS, "cluttered60",
+                        data.CanvasSpec(60, 60, n_distractors=2))
+    data.fixed_set("cluttered60", "val", n=4)
+    assert len({p.name for p in tmp_path.iterdir()} - first) == 1  # a new file, not the old one
+
+
+def test_presets_without_distractors_ignore_the_distractor_size():
+    from hardattn import data
+
+    spec = data.get_spec("translated60", digit_scale=0.25)
+    assert spec.digit_size == 7
+
+
+def test_cli_missing_data_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = subprocess.run([sys.executable, "-m", "hardattn.cli", "data", "preview", "--data-root",
+                          str(empty), "--out", str(tmp_path / "p.png"), "--no-download"], capture_output=True,
+                         text=True, env={**__import__("os").environ,
+                                         "HARDATTN_DATA": str(empty)}, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "HARDATTN_DATA" in out.stderr

@@ -27,7 +27,8 @@ from hardattn import checkpoint as ckpt
 B = 16  # canvases per update
 N_UPDATES = 100
 CKPT_EVERY = 5
-SIZE = dict(scalars=0, images=0, histograms=0, tensors=0, distributions=0)  # keep every event
+# EventAccumulator size guidance: keep every event (0), not a reservoir sample.
+SIZE = {"scalars": 0, "images": 0, "histograms": 0, "tensors": 0, "distributions": 0}
 
 
 def train_args(run_dir: Path, **over) -> list[str]:
@@ -141,7 +142,7 @@ def kill_at_random_moment(proc: Proc, run: Path, rng: random.Random, after: int)
 
 
 def resumed_from(stdout: str) -> tuple[Path, int]:
-    m = re.search(r"^hardattn: resuming from (\S+) \(update (\d+)\)$", stdout, re.M)
+    m = re.search(r"^hardattn: resuming from (\S+) \(update (\d+)\)$", stdout, re.MULTILINE)
     assert m, stdout
     return Path(m.group(1)), int(m.group(2))
 
@@ -235,7 +236,7 @@ def test_sigkill_twice_then_resume_equals_the_uninterrupted_run(reference, start
         logged = scalar_steps(events(run), "train/loss")
         assert logged and logged[-1] // B - 1 - newest <= CKPT_EVERY, (logged[-1], newest)
         proc = start(["--resume", str(run), "--no-progress"], tmp_path)
-        proc.wait_until(lambda: "resuming from" in proc.stdout, "resume message")
+        proc.wait_until(lambda p=proc: "resuming from" in p.stdout, "resume message")
         assert resumed_from(proc.stdout) == (ckpt_path(run, newest), newest), round_
         target = newest + CKPT_EVERY + rng.randint(0, 25)  # a checkpoint of this process
     proc.finish()

@@ -1,0 +1,605 @@
+"""``hardattn compare``: train hard, soft and full-image agents with one budget, compare them.
+
+::
+
+    hardattn compare --preset cluttered60 --agents reinforce,soft-glimpse,cnn --seeds 3 \\
+        --budget-images 2000000 --device cuda --out runs/compare-cluttered60
+
+Every (agent, seed) run trains through ``hardattn.agents.run.train`` into
+``<out>/<agent>__seed<seed>/`` (so ``tensorboard --logdir <out>`` overlays every curve) with the
+same budget of training images, batch size, learning rate, validation cadence and fixed
+validation/test canvases. The matrix is resumable: a run with a ``report.json`` is not trained
+again, a run with a checkpoint resumes from it (Ctrl-C checkpoints the current update), a run
+folder without either starts over. The wall time of every training session of a run is added
+up in its ``compare_time.json``.
+
+Then, into ``--results-dir`` (default ``--out``):
+
+- ``results.csv`` and ``results.md``: per agent, the validation-selected test error (mean and
+  std over seeds, the test set scored once per run), validation error, glimpses, pixels read per
+  image, multiply-adds per image, parameters, wall time and images/s (training images over the
+  run's whole wall time, validation included).
+- ``learning_curves.png``: validation error vs. training images, mean and a +-1 std band over
+  seeds, read from each run's TensorBoard ``eval/error`` scalars.
+- ``error_vs_glimpses.png``: *anytime* evaluation of the trained (validation-selected) models on
+  the validation canvases: the classifier is read after every glimpse / read step ``t = 1 ..
+  1.5 T`` of one pass, without retraining. The classifier was trained on the state after ``T``
+  steps only, so the errors at ``t < T`` are upper bounds for a model trained with ``t`` glimpses
+  (and ``t > T`` shows whether more glimpses than trained help or hurt). Training one variant
+  per glimpse count would multiply the budget; run ``compare`` again with ``--overrides
+  n_glimpses=K --out <other folder>`` for that. Full-image agents appear as horizontal lines.
+- ``attention.png``: where every agent looks (seed 0) on the same first ``--show`` test
+  canvases: glimpse squares and paths (hard and soft glimpse agents), attention heat maps with
+  the path of their centre (DRAW, soft-cnn), input-gradient saliency (cnn, mlp). Pictures only;
+  no test error is computed from them.
+
+Definitions. *Pixels read per image*: the values the model's input layer receives (the
+sensor's bandwidth): ``T x scales x patch^2`` for glimpse agents, ``T x N^2`` for DRAW, ``H x W``
+for agents that read the whole canvas (cnn, mlp, soft-cnn). *Multiply-adds per image*: one
+deterministic inference pass on one canvas: every Linear/Conv/RNN cell (forward hooks) plus the
+sensor (a retina scale area-averages ``(patch k)^2`` pixels: 1 add each, 5 when bilinear), DRAW's
+filterbanks and products, and soft-cnn's scores and weighted sums. The hard agents' baseline /
+critic heads are not used at inference and not counted in MACs (they are in the parameters).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import statistics
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from hardattn import checkpoint as ckpt
+from hardattn import sensors
+from hardattn.config import SOFT_AGENTS, TrainConfig
+from hardattn.envs.glimpse_task import GlimpseConfig
+
+from . import soft_common as sc
+
+HARD_AGENTS = ("reinforce", "actor-critic")
+COMPARABLE = HARD_AGENTS + SOFT_AGENTS
+PRESET_ENVS = {"mnist28": "GlimpseMNIST-v0", "translated60": "GlimpseTranslated60-v0",
+               "cluttered60": "GlimpseCluttered60-v0", "cluttered100": "GlimpseCluttered100-v0"}
+# Fields that may differ when a run folder is reused (they do not change what is trained).
+FREE_FIELDS = {"progress", "resume", "run_dir", "threads", "device", "from_run"}
+CSV_COLUMNS = ("agent", "runs", "images", "test_error_pct_mean", "test_error_pct_std",
+               "test_error_pct_per_seed", "val_error_pct_mean", "glimpses",
+               "pixels_read_per_image", "macs_per_image", "params", "wall_s_mean",
+               "images_per_s_mean")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Train an agents x seeds matrix with one image budget and compare the agents."""
+
+    preset: Literal["mnist28", "translated60", "cluttered60", "cluttered100"] = "cluttered60"
+    """Canvas preset (the glimpse env of that preset; its sensor defaults)."""
+    agents: str = ",".join(COMPARABLE)
+    """Comma-separated agents: reinforce, actor-critic, soft-glimpse, reparam-glimpse, draw,
+    soft-cnn, cnn, mlp."""
+    seeds: int = 3
+    """Seeds per agent (0 .. N-1)."""
+    budget_images: int = 1_000_000
+    """Training canvases per run, equal for every run."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    out: str | None = None
+    """Folder of the runs (one TensorBoard folder); default runs/compare-<preset>."""
+    results_dir: str | None = None
+    """Folder of results.md, results.csv and the PNGs; default --out."""
+    batch_size: int = 128
+    """Canvases per update, every run."""
+    lr: float = 1e-3
+    """Adam learning rate (cosine-decayed over the budget), every run."""
+    eval_every: int = 200
+    """Validate every N updates (a point of the learning curves)."""
+    checkpoint_every: int = 200
+    """Checkpoint every N updates (what a crash can lose; Ctrl-C checkpoints at once)."""
+    eval_size: int = 10_000
+    """Validation canvases (selection, learning curves, error vs. glimpses)."""
+    test_size: int = 10_000
+    """Test canvases, scored once per run."""
+    eval_batch: int = 1000
+    """Canvases per evaluation batch."""
+    overrides: tuple[str, ...] = ()
+    """Extra TrainConfig fields, FIELD=VALUE for every run or AGENT.FIELD=VALUE for one agent,
+    e.g. core_hidden=64 soft-cnn.score=dot (values are JSON, else strings)."""
+    show: int = 6
+    """Test canvases per agent in attention.png."""
+    progress: bool = True
+    """Progress bars while training."""
+    threads: int = 0
+    """torch CPU threads (0: all available cores)."""
+
+    def agent_list(self) -> list[str]:
+        return [a.strip() for a in self.agents.split(",") if a.strip()]
+
+    def parsed_overrides(self) -> dict[str | None, dict]:
+        """``{None: {field: value}, agent: {field: value}}`` from ``--overrides``."""
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        out: dict[str | None, dict] = {None: {}}
+        for item in self.overrides:
+            if "=" not in item:
+                raise ValueError(f"--overrides {item!r} must be FIELD=VALUE or AGENT.FIELD=VALUE")
+            key, raw = item.split("=", 1)
+            agent, _, name = key.rpartition(".")
+            name = name.replace("-", "_")
+            if name not in known:
+                raise ValueError(f"--overrides {item!r}: {name!r} is not a TrainConfig field; "
+                                 f"known: {sorted(known)}")
+            if agent and agent not in self.agent_list():
+                raise ValueError(f"--overrides {item!r}: agent {agent!r} is not in --agents")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            out.setdefault(agent or None, {})[name] = value
+        return out
+
+    def validate(self) -> CompareConfig:
+        agents = self.agent_list()
+        if not agents:
+            raise ValueError("--agents is empty; give a comma-separated list")
+        bad = [a for a in agents if a not in COMPARABLE]
+        if bad:
+            raise ValueError(f"--agents: {bad} not comparable; choose from {COMPARABLE}")
+        if len(set(agents)) != len(agents):
+            raise ValueError(f"--agents={self.agents!r} lists an agent twice")
+        for name in ("seeds", "budget_images", "batch_size", "eval_every", "checkpoint_every",
+                     "eval_size", "test_size", "eval_batch"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"--{name.replace('_', '-')}={v!r} must be an integer >= 1")
+        if not 1 <= self.show <= 16:
+            raise ValueError(f"--show={self.show} must be in [1, 16]")
+        self.parsed_overrides()
+        return self
+
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / f"compare-{self.preset}"
+
+    def train_config(self, agent: str, seed: int) -> TrainConfig:
+        """The config of run (agent, seed): shared budget and protocol, then the overrides."""
+        fields = dict(agent=agent, env=PRESET_ENVS[self.preset], seed=seed, device=self.device,
+                      total_images=self.budget_images, batch_size=self.batch_size, lr=self.lr,
+                      eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
+                      eval_size=self.eval_size, test_size=self.test_size,
+                      eval_batch=self.eval_batch, grad_stats_every=0, progress=self.progress,
+                      threads=self.threads, run_dir=str(self.out_dir() / f"{agent}__seed{seed}"))
+        ov = self.parsed_overrides()
+        fields.update(ov[None])
+        fields.update(ov.get(agent, {}))
+        return TrainConfig(**fields)
+
+
+# ----------------------------------------------------------------------------- the matrix
+
+
+def _check_same(run_dir: Path, want: TrainConfig) -> None:
+    recorded = run_dir / "config.json"
+    if not recorded.is_file():
+        return
+    have = json.loads(recorded.read_text())
+    diff = {k: (have.get(k), v) for k, v in want.to_dict().items()
+            if k not in FREE_FIELDS and have.get(k) != v}
+    if diff:
+        shown = ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(f"run folder {str(run_dir)!r} was trained with {shown}; use another "
+                         f"--out or delete that run folder")
+
+
+def ensure_run(cfg: TrainConfig) -> dict:
+    """Train run ``cfg.run_dir`` unless it finished; resume it when it has a checkpoint.
+
+    Returns:
+        ``{"report", "wall_s", "run_dir", "trained"}``; ``wall_s`` adds up every session.
+    """
+    from .run import train
+
+    run_dir = Path(cfg.run_dir)
+    _check_same(run_dir, cfg)
+    timing = run_dir / "compare_time.json"
+    report_file = run_dir / "report.json"
+    trained = False
+    if not report_file.exists():
+        if ckpt.periodic_checkpoints(run_dir / "checkpoints"):
+            cfg = dataclasses.replace(cfg, resume=str(run_dir))
+        elif run_dir.is_dir():  # started but never checkpointed: its events would duplicate
+            for stale in run_dir.glob("events.out.tfevents.*"):
+                stale.unlink()
+        t0 = time.perf_counter()
+        try:
+            train(cfg)
+        finally:  # also on Ctrl-C: the time spent so far counts
+            if run_dir.is_dir():
+                before = json.loads(timing.read_text()) if timing.exists() else {}
+                timing.write_text(json.dumps({
+                    "wall_s": before.get("wall_s", 0.0) + time.perf_counter() - t0,
+                    "sessions": before.get("sessions", 0) + 1}, indent=2) + "\n")
+        trained = True
+    report = json.loads(report_file.read_text())
+    wall = json.loads(timing.read_text())["wall_s"] if timing.exists() else report["wall_s"]
+    return {"report": report, "wall_s": wall, "run_dir": run_dir, "trained": trained}
+
+
+# ----------------------------------------------------------------------------- trained models
+
+
+class HardGlimpseAdapter(nn.Module):
+    """A trained RAM (reinforce / actor-critic) behind the backprop agents' model interface,
+    so the same evaluator, pictures and cost counter serve both families.
+
+    Deterministic policy (location = policy mean, clamped to ``[-1, 1]`` as the env does) and
+    the hard retina (``sensors.glimpse(mode="hard")``, the env's sensor), without an env.
+    """
+
+    uses_first = True
+
+    def __init__(self, ram: nn.Module, task: GlimpseConfig) -> None:
+        super().__init__()
+        self.ram, self.task, self.n_steps = ram, task, task.n_glimpses
+
+    def forward(self, images, first, noise=None, std=None, steps=None, anytime=False):
+        T = steps or self.n_steps
+        state = self.ram.initial_state(images.shape[0], images.device)
+        loc, locs, step_logits = first, [], []
+        for t in range(T):
+            locs.append(loc)
+            patches = sensors.glimpse(images, loc, self.task.patch, self.task.scales,
+                                      self.task.scale_factor, mode="hard")
+            state, h = self.ram.step(patches, loc, state)
+            if anytime:
+                step_logits.append(self.ram.classifier(h))
+            if t < T - 1:
+                loc = self.ram.location_mean(h).clamp(-1.0, 1.0)
+        return sc.SoftOutput(logits=self.ram.classifier(h), locs=torch.stack(locs),
+                             step_logits=torch.stack(step_logits) if anytime else None)
+
+    def look(self, images, first):
+        return sc.Look(locs=self(images, first).locs, boxes=True)
+
+    def pixels_read(self, H: int, W: int) -> int:
+        return self.n_steps * self.task.scales * self.task.patch**2
+
+    def extra_macs(self, H: int, W: int) -> int:
+        return self.n_steps * sc.retina_macs(self.task, soft=False)
+
+
+def load_best(run_dir: Path, device: torch.device) -> tuple[TrainConfig, GlimpseConfig, nn.Module]:
+    """The validation-selected model of a run (``best.pt``), in eval mode, with its task."""
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=device)
+    cfg = TrainConfig.from_dict(state["config"])
+    task = sc.task_config(cfg)
+    if cfg.agent in SOFT_AGENTS:
+        model = sc.make_model(cfg, task)
+        model.load_state_dict(state["model"])
+    else:
+        from .ram_common import make_model
+
+        ram = make_model(cfg, types.SimpleNamespace(cfg=task))  # sized by the task's sensor
+        ram.load_state_dict(state["model"])
+        model = HardGlimpseAdapter(ram, task)
+    return cfg, task, model.to(device).eval()
+
+
+def analyse_run(run: dict, device: torch.device) -> dict:
+    """Costs and the anytime error vs. glimpses of a finished run (cached per best model)."""
+    run_dir = run["run_dir"]
+    cache = run_dir / "compare_analysis.json"
+    best_update = run["report"]["best_update"]
+    if cache.exists():
+        blob = json.loads(cache.read_text())
+        if blob.get("best_update") == best_update:
+            return blob
+    cfg, task, model = load_best(run_dir, device)
+    blob = {"best_update": best_update, **sc.model_costs(model, task),
+            "glimpses": model.n_steps}
+    if model.n_steps:
+        T_max = model.n_steps + max(1, model.n_steps // 2)
+        res = sc.SoftEvaluator(cfg, task, device, "val", cfg.eval_size)(model, steps=T_max,
+                                                                           anytime=True)
+        blob["val_error_by_glimpses"] = res["error_by_step"]
+    cache.write_text(json.dumps(blob, indent=2) + "\n")
+    return blob
+
+
+def eval_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    """``eval/error`` of a run's TensorBoard events: (training images, error %)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 1,
+                                                         "histograms": 1, "tensors": 1})
+    acc.Reload()
+    if "eval/error" not in acc.Tags().get("scalars", []):
+        return [], []
+    last = {}
+    for ev in acc.Scalars("eval/error"):  # a resumed run's later events win
+        last[ev.step] = ev.value
+    steps = sorted(last)
+    return steps, [last[s] for s in steps]
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(agent: str, runs: list[dict], analyses: list[dict]) -> dict:
+    """One row of results.csv."""
+    tests = [r["report"]["test_error_pct"] for r in runs]
+    m, s = _mean_std(tests)
+    walls = [r["wall_s"] for r in runs]
+    images = runs[0]["report"]["images"]
+    a = analyses[0]
+    return {"agent": agent, "runs": len(runs), "images": images,
+            "test_error_pct_mean": m, "test_error_pct_std": s,
+            "test_error_pct_per_seed": ";".join(f"{t:.2f}" for t in tests),
+            "val_error_pct_mean": statistics.fmean(r["report"]["val_error_pct"] for r in runs),
+            "glimpses": a["glimpses"] or "", "pixels_read_per_image": a["pixels_read_per_image"],
+            "macs_per_image": a["macs_per_image"], "params": a["params"],
+            "wall_s_mean": statistics.fmean(walls),
+            "images_per_s_mean": statistics.fmean(images / w for w in walls)}
+
+
+def _human(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: str) -> None:
+    with open(results / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    lines = [
+        f"# Agent comparison on {cfg.preset}", "",
+        f"{cfg.seeds} seed(s) per agent, {rows[0]['images']:,} training canvases per run "
+        f"(batch {cfg.batch_size}, lr {cfg.lr}, cosine decay), device {device}. Test error: "
+        f"the validation-selected model of each run ({cfg.eval_size:,} fixed validation "
+        f"canvases), scored once on {cfg.test_size:,} fixed test canvases, deterministic; mean "
+        f"+- std over seeds (population std).", "",
+        "| agent | test error % | per seed | val error % | glimpses | pixels read / image "
+        "| MACs / image | params | wall time | images/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['agent']} | {r['test_error_pct_mean']:.2f} +- {r['test_error_pct_std']:.2f} "
+            f"| {r['test_error_pct_per_seed'].replace(';', ', ')} | "
+            f"{r['val_error_pct_mean']:.2f} | {r['glimpses'] or '-'} | "
+            f"{r['pixels_read_per_image']:,} | {_human(r['macs_per_image'])} | "
+            f"{_human(r['params'])} | {r['wall_s_mean']:.0f} s | {r['images_per_s_mean']:.0f} |")
+    lines += [
+        "", "- *pixels read / image*: values the input layer receives (glimpses: T x scales x "
+        "patch^2; DRAW: T x N^2; cnn, mlp, soft-cnn: the whole canvas H x W).",
+        "- *MACs / image*: one inference pass on one canvas: layers (hooks) plus sensor, "
+        "filterbank and attention products (see `hardattn.agents.compare`).",
+        "- *wall time*: all training sessions of a run (validation included); images/s = "
+        "training canvases / wall time.", "",
+        "![learning curves](learning_curves.png)", "",
+        "![error vs glimpses](error_vs_glimpses.png)", "",
+        "Error vs. glimpses: the trained models read out after every step of one pass on the "
+        "validation canvases (not retrained per glimpse count; the dotted line marks the "
+        "trained T).", "",
+        "![where they look](attention.png)", "",
+    ]
+    (results / "results.md").write_text("\n".join(lines))
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _error_scale(ax) -> None:
+    """Log scale when the errors span more than a factor of 4 (small errors stay readable)."""
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo > 4:
+        ax.set_yscale("log")
+
+
+def plot_learning_curves(curves: dict[str, list[tuple[list, list]]], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for agent, per_seed in curves.items():
+        by_step: dict[int, list[float]] = {}
+        for steps, errors in per_seed:
+            for s, e in zip(steps, errors):
+                by_step.setdefault(s, []).append(e)
+        if not by_step:
+            continue
+        x = np.array(sorted(by_step))
+        m = np.array([np.mean(by_step[s]) for s in x])
+        sd = np.array([np.std(by_step[s]) for s in x])
+        (line,) = ax.plot(x, m, label=agent, marker="." if len(x) < 30 else None)
+        ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("training images")
+    ax.set_ylabel("validation error (%)")
+    _error_scale(ax)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("validation error vs. training images (mean +- std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_glimpses(per_agent: dict[str, list[dict]], val_errors: dict[str, list[float]],
+                  path: Path) -> None:
+    plt = _plt()
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (agent, analyses) in enumerate(per_agent.items()):
+        colour = colours[i % len(colours)]
+        curves = [a["val_error_by_glimpses"] for a in analyses if "val_error_by_glimpses" in a]
+        if not curves:  # whole-canvas agents: one error, drawn across
+            ax.axhline(float(np.mean(val_errors[agent])), linestyle="--", linewidth=1,
+                       color=colour, label=f"{agent} (whole canvas)")
+            continue
+        c = np.array(curves)
+        t = np.arange(1, c.shape[1] + 1)
+        ax.plot(t, c.mean(0), marker="o", markersize=3, color=colour, label=agent)
+        ax.fill_between(t, c.mean(0) - c.std(0), c.mean(0) + c.std(0), color=colour, alpha=0.2)
+        ax.axvline(analyses[0]["glimpses"], color=colour, linestyle=":", linewidth=1)
+    ax.set_xlabel("glimpses / read steps (classifier read after step t)")
+    ax.set_ylabel("validation error (%)")
+    _error_scale(ax)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("error vs. number of glimpses (trained models, anytime read-out)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_attention(rows: dict[str, np.ndarray], path: Path) -> None:
+    plt = _plt()
+    width = max(r.shape[1] for r in rows.values())
+    height = sum(r.shape[0] for r in rows.values())
+    fig, axes = plt.subplots(len(rows), 1, squeeze=False,
+                             figsize=(min(18, width / 60 + 1.5), height / 60 + 0.4 * len(rows)))
+    for ax, (agent, img) in zip(axes[:, 0], rows.items()):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(agent, loc="left", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("where each agent looks (seed 0, same test canvases)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def compare(cfg: CompareConfig) -> dict:
+    """Train (or reuse) every run, then write results.csv/.md and the PNGs; returns a summary
+    ``{"out", "results_dir", "rows", "trained", "wall_s"}``."""
+    from .run import registered_ids, resolve_device
+
+    cfg.validate()
+    agents = cfg.agent_list()
+    registered = registered_ids()
+    configs = {(a, s): cfg.train_config(a, s).validate(registered)
+               for a in agents for s in range(cfg.seeds)}  # every config checked up front
+    out = cfg.out_dir()
+    results = Path(cfg.results_dir) if cfg.results_dir else out
+    out.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runs = {a: [ensure_run(configs[a, s]) for s in range(cfg.seeds)] for a in agents}
+    n_trained = sum(r["trained"] for rs in runs.values() for r in rs)
+
+    device = resolve_device(cfg.device)
+    analyses = {a: [analyse_run(r, device) for r in rs] for a, rs in runs.items()}
+    rows = [summarise(a, runs[a], analyses[a]) for a in agents]
+    write_tables(rows, cfg, results, str(runs[agents[0]][0]["report"]["device"]))
+    plot_learning_curves({a: [eval_curve(r["run_dir"]) for r in rs] for a, rs in runs.items()},
+                         results / "learning_curves.png")
+    plot_glimpses(analyses, {a: [r["report"]["val_error_pct"] for r in rs]
+                             for a, rs in runs.items()}, results / "error_vs_glimpses.png")
+    pictures = {}
+    for a in agents:
+        train_cfg, task, model = load_best(runs[a][0]["run_dir"], device)
+        test = sc.SoftEvaluator(train_cfg, task, device, "test", cfg.show)
+        pictures[a] = test.picture(model, cfg.show)
+    plot_attention(pictures, results / "attention.png")
+    wall = time.perf_counter() - t0
+    reused = sum(map(len, runs.values())) - n_trained
+    print(f"hardattn compare: {n_trained} run(s) trained, {reused} reused; results in "
+          f"{results / 'results.md'}; TensorBoard: tensorboard --logdir {out}")
+    for r in rows:
+        print(f"  {r['agent']:<16} test error {r['test_error_pct_mean']:6.2f} +- "
+              f"{r['test_error_pct_std']:.2f} %  ({r['runs']} seed(s))")
+    return {"out": str(out), "results_dir": str(results), "rows": rows, "trained": n_trained,
+            "wall_s": wall, "runs": {a: [str(r["run_dir"]) for r in rs]
+                                     for a, rs in runs.items()}}
+
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+
+def benchmark(preset: str, budget_images: int, argv: list[str] | None = None) -> Path:
+    """Driver of ``benchmarks/compare_<preset>.py``: the full matrix through ``compare``, then
+    ``benchmarks/results/compare_<preset>.json`` in the format of ``../shared/BENCHMARKS.md``
+    (metric ``test_error_pct`` labelled by ``agent``, plus ``pixels_read_per_image``,
+    ``images_per_s``, ``macs_per_image``, ``params``, ``val_error_pct``, ``wall_s``) and
+    ``results.md`` / CSV / PNGs in ``benchmarks/results/compare_<preset>/``. Resumable: run it
+    again after an interruption (finished runs are reused, interrupted ones resume)."""
+    import argparse
+    import sys
+
+    from hardattn.benchmarking import RESULTS_DIR, result, write_results
+
+    p = argparse.ArgumentParser(description=f"hard vs. soft vs. full-image agents on {preset}")
+    p.add_argument("--agents", default=",".join(COMPARABLE), help="comma-separated agents")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per agent (0..N-1)")
+    p.add_argument("--budget-images", type=int, default=budget_images,
+                   help=f"training canvases per run (default {budget_images:,})")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--runs", default=str(RESULTS_DIR.parent.parent / "runs" / f"compare-{preset}"),
+                   help="folder of the runs (default <repo>/runs/compare-<preset>)")
+    p.add_argument("--results", default=str(RESULTS_DIR),
+                   help="folder of compare_<preset>.json and compare_<preset>/")
+    p.add_argument("--eval-size", type=int, default=10_000, help="validation canvases")
+    p.add_argument("--test-size", type=int, default=10_000, help="test canvases")
+    p.add_argument("--eval-every", type=int, default=1000, help="validate every N updates")
+    p.add_argument("--overrides", nargs="*", default=[], help="FIELD=VALUE or AGENT.FIELD=VALUE")
+    args = p.parse_args(argv)
+    name = f"compare_{preset}"
+    cfg = CompareConfig(preset=preset, agents=args.agents, seeds=args.seeds,
+                        budget_images=args.budget_images, device=args.device, out=args.runs,
+                        results_dir=str(Path(args.results) / name), eval_size=args.eval_size,
+                        test_size=args.test_size, eval_batch=min(1000, args.eval_size,
+                                                                 args.test_size),
+                        eval_every=args.eval_every, checkpoint_every=min(500, args.eval_every),
+                        overrides=tuple(args.overrides), progress=False)
+    t0 = time.perf_counter()
+    summary = compare(cfg)
+    rows, device = [], "cpu"
+    for row in summary["rows"]:
+        agent = row["agent"]
+        reports = [json.loads((Path(d) / "report.json").read_text())
+                   for d in summary["runs"][agent]]
+        walls = [json.loads((Path(d) / "compare_time.json").read_text())["wall_s"]
+                 if (Path(d) / "compare_time.json").exists() else r["wall_s"]
+                 for d, r in zip(summary["runs"][agent], reports)]
+        device = reports[0]["device"]
+        labels = {"agent": agent, "preset": preset, "glimpses": row["glimpses"] or None,
+                  "budget_images": cfg.budget_images}
+        config = cfg.train_config(agent, 0).to_dict()
+        rows += [
+            result("test_error_pct", [r["test_error_pct"] for r in reports], "%", False, labels,
+                   config),
+            result("val_error_pct", [r["val_error_pct"] for r in reports], "%", False, labels,
+                   config),
+            result("pixels_read_per_image", row["pixels_read_per_image"], "pixels", False,
+                   labels, config),
+            result("macs_per_image", row["macs_per_image"], "MACs", False, labels, config),
+            result("params", row["params"], "parameters", False, labels, config),
+            result("images_per_s", [r["images"] / w for r, w in zip(reports, walls)],
+                   "images/s", True, labels, config),
+            result("wall_s", walls, "s", False, labels, config),
+        ]
+    dev = torch.device("cuda" if device.startswith("cuda") else "cpu")
+    return write_results(name, rows, time.perf_counter() - t0, dev,
+                         command="python " + " ".join(sys.argv), out_dir=args.results)

@@ -1,0 +1,143 @@
+"""``hardattn compare``: the matrix, its outputs, resumability, config checks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import pytest
+
+OVERRIDES = ("core_hidden=32", "glimpse_hidden=32", "what_hidden=16", "where_hidden=16",
+             "fc_hidden=32", "feature_channels=8", "log_every=1", "image_every=3")
+
+
+def tiny(tmp_path, **kw):
+    from hardattn.agents.compare import CompareConfig
+
+    base = dict(preset="mnist28", agents="reinforce,soft-glimpse", seeds=2,
+                budget_images=16 * 6, batch_size=16, eval_every=3, checkpoint_every=3,
+                eval_size=100, test_size=100, eval_batch=100, overrides=OVERRIDES,
+                device="cpu", progress=False, show=3, out=str(tmp_path / "cmp"))
+    base.update(kw)
+    return CompareConfig(**base)
+
+
+def snapshot(folder) -> dict:
+    """Every event file and report of the runs, with its size and mtime."""
+    files = list(folder.rglob("events.out.tfevents.*")) + list(folder.rglob("report.json")) \
+        + list(folder.rglob("*.pt"))
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+
+
+def test_compare_writes_every_output_and_a_second_call_trains_nothing(data_root, tmp_path):
+    from hardattn.agents.compare import CSV_COLUMNS, compare
+
+    cfg = tiny(tmp_path)
+    t0 = time.perf_counter()
+    summary = compare(cfg)
+    first_s = time.perf_counter() - t0
+    out = tmp_path / "cmp"
+    assert summary["trained"] == 4
+    for name in ("results.md", "results.csv", "learning_curves.png", "error_vs_glimpses.png",
+                 "attention.png"):
+        assert (out / name).stat().st_size > 300, name
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert [r["agent"] for r in rows] == ["reinforce", "soft-glimpse"]
+    for r in rows:
+        assert r["runs"] == "2" and r["images"] == "96" and r["glimpses"] == "6"
+        assert r["pixels_read_per_image"] == str(6 * 64)  # 6 glimpses x 1 scale x 8 x 8
+        assert int(r["macs_per_image"]) > 0 and int(r["params"]) > 0
+        assert len(r["test_error_pct_per_seed"].split(";")) == 2
+        assert float(r["wall_s_mean"]) > 0 and float(r["images_per_s_mean"]) > 0
+    md = (out / "results.md").read_text()
+    assert "| reinforce |" in md and "| soft-glimpse |" in md and "attention.png" in md
+    # One TensorBoard folder: every run is a subfolder of --out with its own events.
+    for agent in ("reinforce", "soft-glimpse"):
+        for seed in (0, 1):
+            run = out / f"{agent}__seed{seed}"
+            assert list(run.glob("events.out.tfevents.*")) and (run / "report.json").exists()
+            analysis = json.loads((run / "compare_analysis.json").read_text())
+            report = json.loads((run / "report.json").read_text())
+            # Anytime read-out after the trained number of glimpses = the validation error
+            # of the selected model: the hard adapter reproduces the env's evaluation.
+            assert len(analysis["val_error_by_glimpses"]) == 9
+            assert analysis["val_error_by_glimpses"][5] == pytest.approx(report["val_error_pct"])
+
+    before = snapshot(out)
+    t0 = time.perf_counter()
+    again = compare(cfg)
+    second_s = time.perf_counter() - t0
+    assert again["trained"] == 0
+    assert snapshot(out) == before  # no new event file, report or checkpoint
+    assert again["rows"] == summary["rows"]
+    print(f"compare: first call {first_s:.1f} s, second call {second_s:.1f} s")
+    assert second_s < max(0.6 * first_s, 5.0), (first_s, second_s)
+
+
+def test_compare_resumes_an_interrupted_run_and_retrains_only_it(data_root, tmp_path):
+    from hardattn import checkpoint as ckpt
+    from hardattn.agents.compare import compare
+
+    cfg = tiny(tmp_path, agents="soft-glimpse,cnn", seeds=1)
+    compare(cfg)
+    run = tmp_path / "cmp" / "cnn__seed0"
+    report = json.loads((run / "report.json").read_text())
+    weights = ckpt.load_latest(run)[0]["model"]
+    # As if interrupted after update 2: no report, only the checkpoint of update 2.
+    best_update = ckpt.load_checkpoint(run / "checkpoints" / "best.pt")["update"]
+    for p in (run / "checkpoints").iterdir():
+        if p.name != "ckpt_00000002.pt" and not (p.name == "best.pt" and best_update <= 2):
+            p.unlink()
+    (run / "report.json").unlink()
+    summary = compare(cfg)
+    assert summary["trained"] == 1
+    resumed = json.loads((run / "report.json").read_text())
+    assert resumed["test_error_pct"] == report["test_error_pct"]
+    again = ckpt.load_latest(run)[0]["model"]
+    assert all((weights[k] == again[k]).all() for k in weights)
+    assert json.loads((run / "compare_time.json").read_text())["sessions"] == 2
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(agents="reinforce,sb3-ppo"), "not comparable"),
+    (dict(agents="cnn,cnn"), "twice"),
+    (dict(overrides=("nope=1",)), "not a TrainConfig field"),
+    (dict(overrides=("draw.score=dot",)), "not in --agents"),
+    (dict(seeds=0), "--seeds"),
+    (dict(eval_size=150), "eval-size"),
+])
+def test_bad_compare_configs_fail_before_training(tmp_path, kw, match):
+    from hardattn.agents.compare import compare
+
+    with pytest.raises(ValueError, match=match):
+        compare(tiny(tmp_path, **kw))
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_a_run_folder_of_another_config_is_refused(data_root, tmp_path):
+    from hardattn.agents.compare import compare
+
+    compare(tiny(tmp_path, agents="mlp", seeds=1))
+    with pytest.raises(ValueError, match="lr=0.001 \\(now 0.01\\)"):
+        compare(tiny(tmp_path, agents="mlp", seeds=1, lr=0.01))
+
+
+def test_cli_parses_compare_flags():
+    import tyro
+
+    from hardattn.agents.compare import CompareConfig
+    from hardattn.cli import COMMANDS
+
+    assert COMMANDS["compare"][:3] == ("hardattn.agents.compare", "CompareConfig", "compare")
+    cfg = tyro.cli(CompareConfig, args=["--preset", "cluttered100", "--agents", "draw,cnn",
+                                        "--seeds", "3", "--budget-images", "1000",
+                                        "--overrides", "core_hidden=64", "draw.draw_grid=8"])
+    assert cfg.agent_list() == ["draw", "cnn"] and cfg.seeds == 3
+    assert cfg.out_dir().name == "compare-cluttered100"
+    t = cfg.train_config("draw", 2)
+    assert (t.agent, t.seed, t.total_images, t.core_hidden, t.draw_grid) == \
+        ("draw", 2, 1000, 64, 8)
+    assert cfg.train_config("cnn", 0).draw_grid is None
