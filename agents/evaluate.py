@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from hardattn import checkpoint as ckpt
-from hardattn.config import TrainConfig
+from hardattn.config import SOFT_AGENTS, TrainConfig
 
 from .ram_common import Evaluator, glimpse_paths_image, make_env, make_model
 from .run import resolve_device
@@ -41,8 +41,13 @@ def evaluate(cfg: EvalConfig) -> dict:
     path = Path(cfg.checkpoint)
     if path.is_dir():
         path = path / "checkpoints" / "best.pt"
+    if path.name.endswith(".zip"):
+        raise ValueError(f"{str(path)!r} is a Stable-Baselines3 model; its run's report.json "
+                         f"holds the validation-selected test error (hardattn eval reads .pt)")
     state = ckpt.load_checkpoint(path)
     train_cfg = TrainConfig.from_dict(state["config"])
+    if train_cfg.agent in SOFT_AGENTS:
+        return _evaluate_backprop(cfg, path, state, train_cfg)
     train_cfg = TrainConfig.from_dict({**train_cfg.to_dict(),
                                        "eval_batch": min(train_cfg.eval_batch, cfg.n)})
     device = resolve_device(cfg.device)
@@ -52,6 +57,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     std = float(model.location.log_std.exp().mean()) if model.location.learn_std else \
         train_cfg.std_end if train_cfg.std_schedule == "linear" else train_cfg.std
     res = evaluator(model, mc_samples=cfg.mc_samples, std=std)
+    img = glimpse_paths_image(evaluator.images[:8], res["locs"], evaluator.env.cfg)
+    return _report(cfg, path, state, res, img)
+
+
+def _report(cfg: EvalConfig, path: Path, state: dict, res: dict, picture) -> dict:
     out_dir = Path(cfg.out) if cfg.out else path.parent.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(path), "split": cfg.split, "n": cfg.n,
@@ -63,9 +73,26 @@ def evaluate(cfg: EvalConfig) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    img = glimpse_paths_image(evaluator.images[:8], res["locs"], evaluator.env.cfg)
-    plt.imsave(out_dir / f"eval_{cfg.split}_glimpses.png", img)
+    plt.imsave(out_dir / f"eval_{cfg.split}_glimpses.png", picture)
     mc = "" if cfg.mc_samples == 1 else f", {cfg.mc_samples} MC samples"
     print(f"hardattn eval: {cfg.split} error {res['error']:.2f}% on {cfg.n} canvases "
           f"(deterministic policy{mc}); wrote {out_dir / f'eval_{cfg.split}.json'}")
     return report
+
+
+def _evaluate_backprop(cfg: EvalConfig, path: Path, state: dict, train_cfg: TrainConfig) -> dict:
+    """The soft and full-image baselines: deterministic, the same fixed canvases."""
+    from . import soft_common as sc
+
+    if cfg.mc_samples != 1:
+        raise ValueError(f"--mc-samples={cfg.mc_samples}: the backprop agent "
+                         f"{train_cfg.agent!r} is deterministic; use --mc-samples 1")
+    device = resolve_device(cfg.device)
+    task = sc.task_config(train_cfg)
+    model = sc.make_model(train_cfg, task)
+    model.load_state_dict(state["model"])
+    model = model.to(device).eval()
+    batch_cfg = TrainConfig.from_dict({**train_cfg.to_dict(),
+                                       "eval_batch": min(train_cfg.eval_batch, cfg.n)})
+    evaluator = sc.SoftEvaluator(batch_cfg, task, device, cfg.split, cfg.n)
+    return _report(cfg, path, state, evaluator(model), evaluator.picture(model))

@@ -265,3 +265,23 @@ def test_short_run_learns_mnist28(data_root, tmp_path, agent):
     # Chance is 90%. After 19,200 canvases cnn, mlp, soft-glimpse and draw were < 30% (2 CPU
     # cores, 2026-11), soft-cnn 23%, the noisier reparam-glimpse 38%.
     assert report["val_error_pct"] < 50.0
+
+
+def test_hardattn_eval_scores_a_backprop_checkpoint_like_its_report(data_root, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from hardattn.agents.run import train
+
+    cfg = tiny(tmp_path, agent="cnn")
+    report = train(cfg)
+    run_dir = report["run_dir"]
+    subprocess.run([sys.executable, "-m", "hardattn.cli", "eval", "--checkpoint", run_dir,
+                    "--split", "test", "--n", str(cfg.test_size), "--device", "cpu"],
+                   check=True, capture_output=True, text=True)
+    ev = json.loads((tmp_path / "run" / "eval_test.json").read_text())
+    assert ev["error_pct"] == report["test_error_pct"]
+    bad = subprocess.run([sys.executable, "-m", "hardattn.cli", "eval", "--checkpoint", run_dir,
+                          "--mc-samples", "4"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "deterministic" in bad.stderr and "Traceback" not in bad.stderr
