@@ -217,9 +217,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
     parser.add_argument("--out-dir", default=None, help="default: benchmarks/results")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: the available cores; 1 on a loaded machine)")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(cores)
+    torch.set_num_threads(args.threads or cores)
 
     start = time.perf_counter()
     results = cpu_results(args.quick)
