@@ -22,8 +22,10 @@ import torch
 import hardattn
 from hardattn import checkpoint as ckpt
 from hardattn.benchmarking import device_description, git_commit
-from hardattn.config import TrainConfig
+from hardattn.config import MEMORY_AGENTS, TrainConfig
 from hardattn.logger import Logger, config_markdown, run_name
+
+from . import distributed
 
 AGENT_MODULES = {"reinforce": "hardattn.agents.reinforce",
                  "actor-critic": "hardattn.agents.actor_critic",
@@ -31,7 +33,12 @@ AGENT_MODULES = {"reinforce": "hardattn.agents.reinforce",
                  "soft-glimpse": "hardattn.agents.soft_glimpse",
                  "reparam-glimpse": "hardattn.agents.soft_glimpse",
                  "draw": "hardattn.agents.draw", "soft-cnn": "hardattn.agents.soft_cnn",
-                 "cnn": "hardattn.agents.baselines_cnn", "mlp": "hardattn.agents.baselines_cnn"}
+                 "cnn": "hardattn.agents.baselines_cnn", "mlp": "hardattn.agents.baselines_cnn",
+                 "hard-read": "hardattn.agents.memory_readers",
+                 "hard-read-ac": "hardattn.agents.memory_readers",
+                 "soft-read": "hardattn.agents.memory_readers",
+                 "memoryless": "hardattn.agents.memory_readers",
+                 "sab": "hardattn.agents.memory_readers"}
 
 
 class TrainingInterrupted(SystemExit):
@@ -55,11 +62,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def registered_ids() -> list[str]:
-    """The env ids the glimpse agents can train on."""
+def registered_ids(agent: str | None = None) -> list[str]:
+    """The env ids ``agent`` can train on: the memory envs for the memory agents, else (and
+    for None) the glimpse envs."""
     import hardattn.envs
 
-    return hardattn.envs.registered_ids("glimpse")
+    return hardattn.envs.registered_ids("memory" if agent in MEMORY_AGENTS else "glimpse")
 
 
 class Run:
@@ -87,22 +95,30 @@ class Run:
                                          "progress": cfg.progress})
             self.dir = path.parent.parent
             print(f"hardattn: resuming from {path} (update {self.state['update']})")
-        cfg.validate(registered_ids())
+        cfg.validate(registered_ids(cfg.agent))
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
+        # torchrun: join the process group; rank 0 alone writes the run folder.
+        distributed.setup(self.device)
+        self.device = distributed.local_device(self.device)
+        self.main = distributed.is_main()
+        torch.set_num_threads(cfg.threads or
+                              distributed.local_threads(len(os.sched_getaffinity(0))))
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         if self.state is None:
-            self.dir = Path(cfg.run_dir) if cfg.run_dir else \
-                Path("runs") / run_name(cfg.env_id, cfg.agent, cfg.seed)
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._write_record()
+            self.dir = Path(distributed.broadcast_object(
+                str(cfg.run_dir) if cfg.run_dir else
+                str(Path("runs") / run_name(cfg.env_id, cfg.agent, cfg.seed))))
+            if self.main:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._write_record()
         self.ckpt_dir = self.dir / "checkpoints"
         start = 0 if self.state is None else self.state["update"] + 1
         # TensorBoard steps are training images; on resume, events after the checkpoint go.
-        self.logger = Logger(self.dir, purge_step=start * cfg.batch_size + 1
+        log_dir = self.dir if self.main else _scratch_dir()  # rank > 0: events discarded
+        self.logger = Logger(log_dir, purge_step=start * cfg.batch_size + 1
                              if self.state is not None else None)
         if self.state is None:
             self.logger.text("config", config_markdown(cfg.to_dict()))
@@ -147,11 +163,15 @@ class Run:
     # ------------------------------------------------------------------ checkpoints
     def save(self, update: int, state: dict) -> None:
         """Periodic checkpoint ``ckpt_<update>.pt``; keeps the newest ``keep_checkpoints``."""
+        if not self.main:
+            return
         ckpt.save_checkpoint(self.ckpt_dir / f"ckpt_{update:08d}.pt",
                              {**state, "update": update, "config": self.cfg.to_dict()})
         ckpt.prune(self.ckpt_dir, self.cfg.keep_checkpoints)
 
     def save_best(self, update: int, state: dict, val: dict) -> None:
+        if not self.main:
+            return
         ckpt.save_checkpoint(self.ckpt_dir / "best.pt",
                              {**state, "update": update, "config": self.cfg.to_dict(),
                               "val": val})
@@ -185,6 +205,13 @@ class Run:
         return time.perf_counter() - self.t0
 
 
+def _scratch_dir() -> Path:
+    """Where a rank other than 0 sends its (unused) TensorBoard events."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"hardattn_rank{distributed.rank()}_"))
+
+
 def stored_agent(cfg: TrainConfig) -> str:
     """The agent a run continues with: the recorded one for --resume and --from-run."""
     if cfg.resume:
@@ -199,5 +226,13 @@ def stored_agent(cfg: TrainConfig) -> str:
 
 def train(cfg: TrainConfig) -> dict:
     """``hardattn train``: run the agent of ``cfg`` (or of the run it resumes) and report."""
-    module = importlib.import_module(AGENT_MODULES[stored_agent(cfg)])
-    return module.train(cfg)
+    agent = stored_agent(cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and agent != "reinforce":
+        raise ValueError(f"data-parallel training (torchrun) supports --agent reinforce, "
+                         f"not {agent!r}")
+    module = importlib.import_module(AGENT_MODULES[agent])
+    try:
+        return module.train(cfg)
+    finally:
+        if distributed.world_size() > 1:
+            distributed.cleanup()

@@ -17,6 +17,7 @@ from hardattn import checkpoint as ckpt
 from hardattn import data
 from hardattn.diagnostics import gradient_statistics
 
+from . import distributed
 from .ram_common import Evaluator, Rollout, glimpse_paths_image, make_env, rollout
 from .run import Run
 
@@ -63,6 +64,10 @@ class Trainer:
         if not (self.run.ckpt_dir / "best.pt").exists():  # lost: selection restarts from here
             self.best = {"error": math.inf, "update": -1}
         ckpt.set_rng_state(s["rng"])
+        if distributed.rank() > 0:  # the checkpoint holds rank 0's streams: reseed the others
+            seed = distributed.rank_seed(self.cfg.seed) + 7919 * self.run.start_update
+            self.noise.manual_seed(seed + 1)
+            self.env.reset(seed=seed)
 
     # ------------------------------------------------------------------ per update
     def after_update(self, update: int, ro: Rollout, losses: dict, applied: bool,
@@ -100,6 +105,7 @@ class Trainer:
         if (update + 1) % cfg.eval_every == 0 or last:
             self.validate(update, step)
         if (update + 1) % cfg.checkpoint_every == 0 or last:
+            distributed.assert_in_sync(self.model)
             self.run.save(update, self.state())
 
     def validate(self, update: int, step: int) -> None:
@@ -144,6 +150,7 @@ class Trainer:
         """Checkpoint on a signal (and exit), else report the best model's test error once."""
         self.run.close(self.last_update, self.state())
         cfg, run = self.cfg, self.run
+        distributed.barrier()  # rank 0 has written best.pt
         best = ckpt.load_checkpoint(run.ckpt_dir / "best.pt", map_location=run.device)
         self.model.load_state_dict(best["model"])
         test = Evaluator(cfg, run.device, "test", cfg.test_size)(self.model)
@@ -164,6 +171,8 @@ class Trainer:
                     {"hparam/val_error": report["val_error_pct"],
                      "hparam/test_error": report["test_error_pct"]})
         log.close()
+        if not run.main:
+            return report
         (run.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         print(f"hardattn: {cfg.agent} on {cfg.env_id}, seed {cfg.seed}: validation error "
               f"{report['val_error_pct']:.2f}% (update {report['best_update']}), test error "

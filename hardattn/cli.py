@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
              "evaluate a checkpoint on the fixed val or test canvases"),
     "compare": ("hardattn.agents.compare", "CompareConfig", "compare",
                 "train and compare hard, soft and full-image agents on one preset"),
+    "bench": ("hardattn.agents.bench", "BenchConfig", "bench",
+              "training images/s vs. compute floor, GEMM roofline and a naive trainer"),
 }
 
 

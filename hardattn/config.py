@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 AGENTS = ("reinforce", "actor-critic", "sb3-ppo", "sb3-recurrent-ppo", "soft-glimpse",
-          "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp")
+          "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp", "hard-read", "hard-read-ac",
+          "soft-read", "memoryless", "sab")
+# Agents of the memory-read envs (CopyMemory-v0, AssociativeRecall-v0; agents/memory_readers.py).
+MEMORY_AGENTS = ("hard-read", "hard-read-ac", "soft-read", "memoryless", "sab")
+HARD_READERS = ("hard-read", "hard-read-ac")  # the memory agents trained by REINFORCE
+READ_SCORES = ("dot", "scaled", "general", "additive", "concat")
 # Agents trained end to end by backprop on canvases (no env, no REINFORCE).
 SOFT_AGENTS = ("soft-glimpse", "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp")
 SCORES = ("dot", "scaled", "general", "additive")
@@ -26,9 +31,11 @@ class TrainConfig:
     """Train a glimpse agent (``hardattn train``)."""
 
     agent: Literal["reinforce", "actor-critic", "sb3-ppo", "sb3-recurrent-ppo", "soft-glimpse",
-                   "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp"] = "reinforce"
+                   "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp", "hard-read",
+                   "hard-read-ac", "soft-read", "memoryless", "sab"] = "reinforce"
     """Agent: REINFORCE (hybrid RAM loss), actor-critic (GAE), Stable-Baselines3 PPO; or a
-    backprop baseline: soft-glimpse, reparam-glimpse, draw, soft-cnn, cnn, mlp."""
+    backprop baseline: soft-glimpse, reparam-glimpse, draw, soft-cnn, cnn, mlp. Memory envs
+    (CopyMemory-v0, AssociativeRecall-v0): hard-read, hard-read-ac, soft-read, sab, memoryless."""
     env: str = "GlimpseCluttered60-v0"
     """Environment id, with or without the "hardattn/" namespace."""
     seed: int = 0
@@ -133,6 +140,28 @@ class TrainConfig:
     """cnn: filters of the 10x10, stride-5 conv layer (the RAM paper's baseline)."""
     fc_hidden: int = 256
     """cnn and mlp: width of the fully connected hidden layer(s)."""
+    read_score: Literal["dot", "scaled", "general", "additive", "concat"] = "general"
+    """Memory agents (hard-read, hard-read-ac, soft-read, sab): score of a memory cell's key against
+    the controller's query: dot, scaled dot, general (bilinear), additive (Bahdanau) or concat
+    (SAB's MLP on [query; key])."""
+    memory_T: int | None = None
+    """Memory agents on CopyMemory-v0: the delay T of the training episodes; None = the env's
+    default (100)."""
+    eval_T: int | None = None
+    """Memory agents on CopyMemory-v0: the delay T of the validation and test episodes; None =
+    --memory-T (generalisation to other delays otherwise)."""
+    rb_top_k: int = 0
+    """hard-read: the Rao-Blackwellised top-k sum-and-sample estimator of the address gradient
+    (the k most probable cells summed exactly through one-step counterfactual reads, one more
+    sampled from the rest); 0 = plain REINFORCE. Needs --gamma 0 and --baseline none/learned
+    (--normalize-advantages does not apply to it)."""
+    sab_k_top: int = 5
+    """sab: the read is the softmax over the k_top best-scoring cells only (sparse)."""
+    sab_k_att: int = 1
+    """sab: attend every k_att steps (the other steps read nothing)."""
+    sab_k_trunc: int = 10
+    """sab: truncate backprop through the controller state every k_trunc steps (gradients
+    still reach the cells read through the sparse attention)."""
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -227,11 +256,12 @@ class TrainConfig:
              f"{self.samples_per_image}")
         need(self.baseline != "loo" or self.samples_per_image >= 2,
              f"--baseline loo needs --samples-per-image >= 2 (got {self.samples_per_image})")
-        need(self.agent != "actor-critic" or self.baseline in ("learned", "none"),
-             f"--agent actor-critic uses its critic as baseline; --baseline={self.baseline!r} "
+        need(self.agent not in ("actor-critic", "hard-read-ac")
+             or self.baseline in ("learned", "none"),
+             f"--agent {self.agent} uses its critic as baseline; --baseline={self.baseline!r} "
              f"is for --agent reinforce (leave it at 'learned')")
         need(self.entropy_coef == 0 or self.std_schedule == "learned"
-             or self.agent.startswith("sb3-"),
+             or self.agent.startswith("sb3-") or self.agent in HARD_READERS,
              f"--entropy-coef={self.entropy_coef} has no effect unless --std-schedule learned")
         need(self.eval_size % min(self.eval_batch, self.eval_size) == 0,
              f"--eval-size={self.eval_size} must be a multiple of --eval-batch={self.eval_batch}")
@@ -246,6 +276,27 @@ class TrainConfig:
         need(self.agent not in SOFT_AGENTS or self.samples_per_image == 1,
              f"--samples-per-image={self.samples_per_image} is for the REINFORCE agents; "
              f"--agent {self.agent} is trained by backprop (leave it at 1)")
+        need(self.read_score in READ_SCORES,
+             f"--read-score={self.read_score!r} is not one of {READ_SCORES}")
+        for name in ("memory_T", "eval_T"):
+            if getattr(self, name) is not None:
+                positive_int(name)
+        for name in ("sab_k_top", "sab_k_att", "sab_k_trunc"):
+            positive_int(name)
+        positive_int("rb_top_k", allow_zero=True)
+        need(self.rb_top_k == 0 or (self.agent == "hard-read" and self.gamma == 0
+                                    and self.baseline in ("none", "learned")
+                                    and self.samples_per_image == 1),
+             f"--rb-top-k={self.rb_top_k} is for --agent hard-read with --gamma 0, --baseline "
+             f"none or learned and --samples-per-image 1")
+        need(self.agent in MEMORY_AGENTS or (self.memory_T is None and self.eval_T is None),
+             f"--memory-T and --eval-T are for the memory agents {MEMORY_AGENTS}")
+        need(self.agent in HARD_READERS or self.agent not in MEMORY_AGENTS
+             or self.samples_per_image == 1,
+             f"--samples-per-image={self.samples_per_image} is for the REINFORCE agents; "
+             f"--agent {self.agent} is trained by backprop (leave it at 1)")
+        need(self.agent not in MEMORY_AGENTS or self.core in ("rnn", "gru", "lstm"),
+             f"--core={self.core!r} must be rnn, gru or lstm")
         need(self.eval_size <= 10_000 and self.test_size <= 10_000,
              "--eval-size and --test-size must be <= 10000 (the split sizes)")
         return self

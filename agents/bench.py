@@ -1,0 +1,421 @@
+"""``hardattn bench``: training speed of the RAM agents against their floor, roofline and a
+naive reference trainer, all measured in one run on one device.
+
+Four implementations per preset, timed as training images per second:
+
+- ``hardattn``: the REINFORCE agent end to end, as ``hardattn train`` runs it (canvas
+  sampling, retina pyramid, glimpse reads, network, hybrid loss, backward, clipping, Adam).
+- ``floor``: the same network's forward + backward + Adam on glimpses extracted beforehand
+  (no data, no sensor): the compute floor of this model.
+- ``roofline``: only the matrix multiplies of the same layer shapes (forward ``X W^T`` and
+  the two backward products ``dY W`` and ``dY^T X`` of every Linear, every glimpse step).
+- ``naive``: a typical research script: a per-sample Python loop for the retina, one
+  forward per step, a host sync every step (``.item()``), the same loss and optimiser.
+
+Repeats of the implementations are interleaved so that load on the machine hits them alike;
+the median of the repeats is quoted, and ``ratio`` rows divide the end-to-end figure by each
+reference measured in the same run. Results go to ``benchmarks/results/speed_<cpu|cuda>.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hardattn import estimators as est
+from hardattn.benchmarking import result, write_results
+from hardattn.config import TrainConfig
+
+from .ram_common import lr_at, make_env, make_model, rollout, safe_step, std_at
+from .reinforce import loss_terms
+
+PRESET_ENVS = {"mnist28": ("GlimpseMNIST-v0", 6), "translated60": ("GlimpseTranslated60-v0", None),
+               "cluttered60": ("GlimpseCluttered60-v0", None),
+               "cluttered100": ("GlimpseCluttered100-v0", None)}
+IMPLS = ("hardattn", "floor", "roofline", "naive")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Flags of ``hardattn bench``."""
+
+    presets: str = "mnist28,cluttered60,cluttered100"
+    """Comma-separated presets (mnist28 runs 6 glimpses, the others their RAM default)."""
+    batch_size: int = 128
+    """Canvases per update, for every implementation."""
+    repeats: int = 5
+    """Timed repeats per implementation (interleaved); the median is quoted."""
+    updates: int = 5
+    """Updates per timed repeat (the naive trainer runs ``max(1, updates // 4)``)."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    threads: int = 0
+    """torch CPU threads (0: the cores this process may use). On a machine loaded by other
+    processes fewer threads can be several times faster (threads wait for each other)."""
+    profile: bool = True
+    """Profile the end-to-end update per preset and report where the time goes."""
+    time_to_accuracy_s: float = 0.0
+    """If > 0: train mnist28 up to this many seconds and record when val accuracy first
+    reaches 95/97/99% (metric seconds_to_val_acc)."""
+    out: str | None = None
+    """Results folder (default benchmarks/results)."""
+    seed: int = 0
+
+
+def train_config(preset: str, batch_size: int, device: str, seed: int = 0, **kw) -> TrainConfig:
+    env, glimpses = PRESET_ENVS[preset]
+    return TrainConfig(agent="reinforce", env=env, n_glimpses=glimpses, batch_size=batch_size,
+                       device=device, seed=seed, progress=False, **kw)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+# ---------------------------------------------------------------------------- the four impls
+class EndToEnd:
+    """The agent's update, as ``agents.reinforce.train`` runs it (without the bookkeeping)."""
+
+    def __init__(self, cfg: TrainConfig, dev: torch.device) -> None:
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.dev = cfg, dev
+        self.env = make_env(cfg, dev, cfg.batch_size)
+        self.model = make_model(cfg, self.env).to(dev)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.baselines = {"ema": est.EMABaseline(cfg.ema_decay),
+                          "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
+        self.noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+        self.env.reset(seed=cfg.seed)
+        self.update = 0
+
+    def step(self, phases: dict | None = None) -> None:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(cfg, self.update)
+        ro = rollout(self.model, self.env, std_at(cfg, self.update), self.noise)
+        losses = loss_terms(cfg, ro, self.baselines)
+        t1 = time.perf_counter()
+        safe_step(losses, self.model, self.opt, cfg)
+        self.update += 1
+        if phases is not None:
+            _sync(self.dev)
+            phases["rollout+loss"] = phases.get("rollout+loss", 0.0) + t1 - t0
+            phases["backward+clip+adam"] = phases.get("backward+clip+adam", 0.0) + \
+                time.perf_counter() - t1
+
+
+class Floor:
+    """Forward + backward + Adam of the same network on pre-extracted glimpses."""
+
+    def __init__(self, cfg: TrainConfig, dev: torch.device, e2e: EndToEnd) -> None:
+        self.cfg, self.dev = cfg, dev
+        torch.manual_seed(cfg.seed)
+        self.model = make_model(cfg, e2e.env).to(dev)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        env, T, B = e2e.env, e2e.env.cfg.n_glimpses, cfg.batch_size
+        obs, _ = env.reset(seed=cfg.seed + 5)
+        g, locs = [], []
+        gen = torch.Generator(device=dev).manual_seed(cfg.seed + 6)
+        no_class = torch.zeros(B, dtype=torch.long, device=dev)
+        for _ in range(T):
+            g.append(obs["glimpse"])
+            locs.append(obs["loc"])
+            obs, *_ = env.step((torch.rand(B, 2, generator=gen, device=dev) * 2 - 1, no_class))
+        self.glimpses, self.locs = torch.stack(g), torch.stack(locs)  # (T, B, ...), (T, B, 2)
+        self.labels = torch.randint(10, (B,), generator=gen, device=dev)
+        self.noise = torch.randn(T - 1, B, 2, generator=gen, device=dev)
+
+    def step(self) -> None:
+        model, cfg = self.model, self.cfg
+        T, B = self.glimpses.shape[:2]
+        state = model.initial_state(B, self.dev)
+        std = model.location.std(cfg.std)
+        logps, values = [], []
+        for t in range(T):
+            state, h = model.step(self.glimpses[t], self.locs[t], state)
+            values.append(model.value(h))
+            if t < T - 1:
+                mean = model.location_mean(h)
+                loc = (mean + std * self.noise[t]).detach()
+                logps.append(_log_prob(loc, mean, std))
+        logits = model.classifier(h)
+        reward = (logits.argmax(1) == self.labels).float()
+        v = torch.stack(values[:-1])
+        adv = (reward[None] - v).detach()
+        loss = F.cross_entropy(logits, self.labels) - (torch.stack(logps) * adv).sum(0).mean() \
+            + F.mse_loss(v, reward[None].expand_as(v))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.opt.step()
+
+
+def _log_prob(x, mean, std):
+    z = (x - mean) / std
+    return (-0.5 * z * z - torch.log(std)).sum(-1)
+
+
+# Linears whose input carries a gradient (the others read data or the detached core state).
+NEEDS_INPUT_GRAD = ("glimpse_net.combine", "core.cell", "classifier")
+
+
+def layer_shapes(model: torch.nn.Module) -> list[tuple[int, int, bool]]:
+    """``(in, out, input needs a gradient)`` of every Linear the RAM runs per glimpse step."""
+    return [(m.in_features, m.out_features, name in NEEDS_INPUT_GRAD)
+            for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+class Roofline:
+    """Only the GEMMs one update needs: per step and Linear ``X W^T`` and ``dY^T X``, plus
+    ``dY W`` where the layer's input needs a gradient (not for the 'what'/'where' layers,
+    whose inputs are data, nor for the location/baseline heads on the detached state)."""
+
+    def __init__(self, cfg: TrainConfig, dev: torch.device, e2e: EndToEnd) -> None:
+        B, self.T = cfg.batch_size, e2e.env.cfg.n_glimpses
+        self.ops = []
+        self.flops = 0
+        for i, o, dx in layer_shapes(e2e.model):
+            x, w, dy = (torch.randn(B, i, device=dev), torch.randn(o, i, device=dev),
+                        torch.randn(B, o, device=dev))
+            self.ops.append((x, w, dy, torch.empty(B, o, device=dev),
+                             torch.empty(B, i, device=dev) if dx else None,
+                             torch.empty(o, i, device=dev)))
+            self.flops += 2 * (3 if dx else 2) * self.T * B * i * o
+
+    def step(self) -> None:
+        for _ in range(self.T):
+            for x, w, dy, y, dx, dw in self.ops:
+                torch.mm(x, w.t(), out=y)
+                if dx is not None:
+                    torch.mm(dy, w, out=dx)
+                torch.mm(dy.t(), x, out=dw)
+
+
+class Naive:
+    """A typical research script: Python loop over samples for the retina, sync every step."""
+
+    def __init__(self, cfg: TrainConfig, dev: torch.device, e2e: EndToEnd) -> None:
+        self.cfg, self.dev = cfg, dev
+        torch.manual_seed(cfg.seed)
+        self.model = make_model(cfg, e2e.env).to(dev)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.sampler = e2e.env.unwrapped._task.canvas
+        self.gcfg = e2e.env.cfg
+        self.gen = torch.Generator(device=dev).manual_seed(cfg.seed + 9)
+
+    def retina(self, images: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        p, S, f = self.gcfg.patch, self.gcfg.scales, self.gcfg.scale_factor
+        B, _, H, W = images.shape
+        pad = p * f ** (S - 1)
+        padded = F.pad(images, (pad, pad, pad, pad))
+        out = []
+        for b in range(B):  # one sample at a time
+            x, y = float(loc[b, 0]), float(loc[b, 1])
+            cx, cy = (x + 1) * W / 2, (y + 1) * H / 2
+            scales = []
+            for s in range(S):
+                k = f ** s
+                size = p * k
+                x0 = max(-size, min(W, math.floor(cx - size / 2 + 0.5)))  # fully outside: 0s
+                y0 = max(-size, min(H, math.floor(cy - size / 2 + 0.5)))
+                crop = padded[b, :, y0 + pad:y0 + pad + size, x0 + pad:x0 + pad + size]
+                scales.append(F.avg_pool2d(crop[None], k)[0] if k > 1 else crop)
+            out.append(torch.stack(scales))
+        return torch.stack(out)  # (B, S, C, p, p)
+
+    def step(self) -> None:
+        cfg, model = self.cfg, self.model
+        batch = self.sampler.sample(cfg.batch_size, self.gen)
+        images, labels = batch.images, batch.labels
+        B, T = images.shape[0], self.gcfg.n_glimpses
+        loc = torch.zeros(B, 2, device=self.dev)
+        state = model.initial_state(B, self.dev)
+        std = model.location.std(cfg.std)
+        logps, values = [], []
+        for t in range(T):
+            state, h = model.step(self.retina(images, loc), loc, state)
+            values.append(model.value(h))
+            if t < T - 1:
+                mean = model.location_mean(h)
+                new = (mean + std * torch.randn(B, 2, device=self.dev)).detach()
+                logps.append(_log_prob(new, mean, std))
+                loc = new.clamp(-1, 1)
+                float(mean.sum().item())  # host sync every step
+        logits = model.classifier(h)
+        reward = (logits.argmax(1) == labels).float()
+        v = torch.stack(values[:-1])
+        adv = (reward[None] - v).detach()
+        loss = F.cross_entropy(logits, labels) - (torch.stack(logps) * adv).sum(0).mean() \
+            + F.mse_loss(v, reward[None].expand_as(v))
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        self.opt.step()
+        self.last_loss = loss.item()  # the per-step logging of a typical script
+
+
+# ---------------------------------------------------------------------------- measurement
+def _time(fn, n: int, dev: torch.device) -> float:
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(dev)
+    return time.perf_counter() - t0
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure_preset(preset: str, bc: BenchConfig, dev: torch.device, log=print) -> dict:
+    """Images/s per impl (list over repeats), peak memory, and a time breakdown."""
+    cfg = train_config(preset, bc.batch_size, str(dev), bc.seed)
+    e2e = EndToEnd(cfg, dev)
+    impls = {"hardattn": e2e, "floor": Floor(cfg, dev, e2e), "roofline": Roofline(cfg, dev, e2e),
+             "naive": Naive(cfg, dev, e2e)}
+    n = {k: bc.updates for k in impls}
+    n["naive"] = max(1, bc.updates // 4)
+    for impl in impls.values():  # warm-up (allocator, first-call costs)
+        impl.step()
+    ips: dict[str, list[float]] = {k: [] for k in impls}
+    peak: dict[str, float] = {}
+    for r in range(bc.repeats):
+        order = list(impls) if r % 2 == 0 else list(reversed(impls))  # interleaved
+        for k in order:
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            secs = _time(impls[k].step, n[k], dev)
+            ips[k].append(n[k] * bc.batch_size / secs)
+            if dev.type == "cuda":
+                peak[k] = max(peak.get(k, 0.0), torch.cuda.max_memory_allocated(dev) / 2**20)
+        log(f"  {preset} repeat {r + 1}/{bc.repeats}: " +
+            ", ".join(f"{k} {v[-1]:.0f}" for k, v in ips.items()))
+    out = {"ips": ips, "peak": peak, "gflops_per_update": impls["roofline"].flops / 1e9,
+           "config": dataclasses.asdict(cfg), "glimpses": e2e.env.cfg.n_glimpses}
+    if bc.profile:
+        out["breakdown"], out["top_ops"] = profile_preset(e2e, dev, bc.updates)
+    return out
+
+
+def profile_preset(e2e: EndToEnd, dev: torch.device, updates: int) -> tuple[dict, list]:
+    """Where an end-to-end update spends its time: phases (wall) and torch.profiler ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    phases: dict[str, float] = {}
+    env = e2e.env
+    B, T = e2e.cfg.batch_size, env.cfg.n_glimpses
+    no_class = torch.zeros(B, dtype=torch.long, device=dev)
+    loc = torch.zeros(B, 2, device=dev)
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(updates):  # the env alone: canvases + pyramid + glimpse reads
+        env.reset()
+        for _ in range(T):
+            env.step((loc, no_class))
+    _sync(dev)
+    env_s = time.perf_counter() - t0
+    for _ in range(updates):
+        e2e.step(phases)
+    total = sum(phases.values())
+    share = {"env (data+sensor)": env_s, "network forward+loss": phases["rollout+loss"] - env_s,
+             "backward+clip+adam": phases["backward+clip+adam"]}
+    share = {k: 100.0 * max(0.0, v) / total for k, v in share.items()}
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(max(1, updates // 2)):
+            e2e.step()
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    tot = sum(getattr(e, key) for e in events) or 1.0
+    top = [(e.key, 100.0 * getattr(e, key) / tot) for e in events[:10]]
+    return share, top
+
+
+def time_to_accuracy(bc: BenchConfig, dev: torch.device, log=print) -> dict[int, float | None]:
+    """Wall seconds of REINFORCE on mnist28 until val accuracy first reaches each target."""
+    from .ram_common import Evaluator
+
+    cfg = train_config("mnist28", bc.batch_size, str(dev), bc.seed, epochs=100.0,
+                       eval_size=2000)
+    e2e = EndToEnd(cfg, dev)
+    val = Evaluator(cfg, dev, "val", cfg.eval_size)
+    reached: dict[int, float | None] = {95: None, 97: None, 99: None}
+    train_s = 0.0  # training wall time only: validation is not counted
+    while train_s < bc.time_to_accuracy_s and reached[99] is None:
+        train_s += _time(e2e.step, 50, dev)
+        acc = val(e2e.model)["accuracy"]
+        for target, when in reached.items():
+            if when is None and acc >= target:
+                reached[target] = train_s
+        if e2e.update % 500 == 0:
+            log(f"  time to accuracy: {train_s:.0f} s, {e2e.update} updates, val {acc:.2f}%")
+    return reached
+
+
+def bench(bc: BenchConfig) -> Path:
+    """Run the benchmark and write ``speed_<cpu|cuda>.json``; prints a summary table."""
+    from .run import resolve_device
+
+    dev = resolve_device(bc.device)
+    torch.set_num_threads(bc.threads or len(os.sched_getaffinity(0)))
+    t0 = time.perf_counter()
+    rows = []
+    for preset in [p.strip() for p in bc.presets.split(",") if p.strip()]:
+        if preset not in PRESET_ENVS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESET_ENVS)}")
+        m = measure_preset(preset, bc, dev)
+        conf = {**m["config"], "updates_per_repeat": bc.updates, "repeats": bc.repeats,
+                "gflop_per_update_roofline": m["gflops_per_update"],
+                "torch_threads": torch.get_num_threads(), "loadavg_1m": os.getloadavg()[0]}
+        med = {k: statistics.median(v) for k, v in m["ips"].items()}
+        for k, v in m["ips"].items():
+            rows.append(result("images_per_s", v, "images/s", True,
+                               {"preset": preset, "impl": k, "batch_size": bc.batch_size,
+                                "glimpses": m["glimpses"]}, conf, aggregate="median"))
+        for of in ("roofline", "floor", "naive"):
+            per = [a / b for a, b in zip(m["ips"]["hardattn"], m["ips"][of])]  # same repeat
+            rows.append(result("ratio", per, "x", True, {"preset": preset, "of": of,
+                                                         "batch_size": bc.batch_size},
+                               conf, aggregate="median"))
+        for k, v in m["peak"].items():
+            rows.append(result("peak_mem_mib", v, "MiB", False, {"preset": preset, "impl": k}))
+        for phase, pct in m.get("breakdown", {}).items():
+            rows.append(result("time_share_pct", pct, "%", False,
+                               {"preset": preset, "impl": "hardattn", "phase": phase}))
+        print(f"{preset}: images/s " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()) +
+              f"; end-to-end = {100 * med['hardattn'] / med['roofline']:.0f}% of roofline, "
+              f"{100 * med['hardattn'] / med['floor']:.0f}% of floor, "
+              f"{med['hardattn'] / med['naive']:.1f}x naive")
+        if "breakdown" in m:
+            print("  time: " + ", ".join(f"{k} {v:.0f}%" for k, v in m["breakdown"].items()))
+            print("  top ops: " + ", ".join(f"{k} {v:.0f}%" for k, v in m["top_ops"][:6]))
+    if dev.type == "cpu":
+        rows.append(result("peak_mem_mib", peak_rss_mib(), "MiB", False,
+                           {"preset": "all", "impl": "process_rss"}))
+    if bc.time_to_accuracy_s > 0:
+        for target, secs in time_to_accuracy(bc, dev).items():
+            # Not reached within the budget: the value is the budget, a lower bound.
+            rows.append(result("seconds_to_val_acc", bc.time_to_accuracy_s if secs is None
+                               else secs, "s", False,
+                               {"preset": "mnist28", "target": target,
+                                "reached": secs is not None,
+                                "budget_s": bc.time_to_accuracy_s},
+                               {"batch_size": bc.batch_size, "eval_size": 2000,
+                                "eval_every_updates": 50, "counts": "training time only"}))
+    path = write_results(f"speed_{dev.type}", rows, time.perf_counter() - t0, dev,
+                         command="hardattn bench " + " ".join(sys.argv[2:])
+                         if sys.argv[1:2] == ["bench"] else None, out_dir=bc.out)
+    return path

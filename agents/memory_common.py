@@ -1,0 +1,333 @@
+"""What the memory-read agents share: building blocks (position code, embeddings, read
+scores), envs, fixed evaluation sets, bookkeeping.
+
+The memory agents (``memory_readers.py``: ``hard-read``, ``hard-read-ac``, ``soft-read``,
+``sab``, ``memoryless``) train on ``hardattn/CopyMemory-v0`` and ``hardattn/AssociativeRecall-v0``
+through the batched torch env (``gym.make_vec``). One update is one batch of ``batch_size``
+whole episodes: the env is reset (``env.reset()``; every episode has the same length, so this
+is the NEXT_STEP autoreset done eagerly) and stepped ``L`` times. Seeds: initial weights
+``torch.manual_seed(seed)``, episodes ``env.reset(seed=seed)`` then the env's own
+``np_random``, address sampling ``seed + 1``; all generator states are in every checkpoint, so
+resume equals uninterrupted.
+
+Evaluation is deterministic (argmax addresses and outputs) on a fixed set of episodes: the
+validation set is drawn from seed ``VAL_SEED``, the test set from ``TEST_SEED``, whatever the
+training seed. The metric is the accuracy on the scored steps (CopyMemory: the last
+``payload`` outputs; AssociativeRecall: the answer) and the cross-entropy there, in nats.
+``--eval-T`` evaluates CopyMemory on another delay than the one trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import gymnasium as gym
+import hardattn.envs  # noqa: F401  (registers the env ids)
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hardattn import checkpoint as ckpt
+from hardattn.config import TrainConfig
+
+from .run import Run
+
+VAL_SEED, TEST_SEED = 2_000_003, 3_000_017
+
+
+# ----------------------------------------------------------------------------- building blocks
+POS_DIM = 16
+
+
+def positions(t: torch.Tensor | int, dim: int = POS_DIM,
+              device: torch.device | None = None) -> torch.Tensor:
+    """Sinusoidal code of step indices: ``(..., dim)`` for a tensor or ``(dim,)`` for an int."""
+    t = torch.as_tensor(t, dtype=torch.float32, device=device)
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(0, dim, 2, device=t.device) / dim)
+    ang = t[..., None] * freqs  # (..., dim/2)
+    return torch.cat([ang.sin(), ang.cos()], dim=-1)
+
+
+class Embed(nn.Module):
+    """Sum of one embedding per input channel: ``long (B, C)`` -> ``(B, d)``."""
+
+    def __init__(self, nvec: tuple[int, ...], d: int) -> None:
+        super().__init__()
+        self.tables = nn.ModuleList(nn.Embedding(n, d) for n in nvec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(table(x[..., c]) for c, table in enumerate(self.tables))
+
+
+class Scorer(nn.Module):
+    """Attention scores of one query ``(B, d)`` against keys ``(B, M, d)`` -> ``(B, M)``."""
+
+    def __init__(self, kind: str, d: int) -> None:
+        super().__init__()
+        self.kind, self.d = kind, d
+        if kind == "general":
+            self.W = nn.Linear(d, d, bias=False)
+        elif kind == "additive":
+            self.A, self.U = nn.Linear(d, d, bias=False), nn.Linear(d, d)
+            self.v = nn.Linear(d, 1, bias=False)
+        elif kind == "concat":
+            self.W = nn.Linear(2 * d, d)
+            self.v = nn.Linear(d, 1, bias=False)
+        elif kind not in ("dot", "scaled"):
+            raise ValueError(f"read score {kind!r} is not one of dot, scaled, general, "
+                             f"additive, concat")
+
+    def forward(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        if self.kind in ("dot", "scaled"):
+            s = torch.einsum("bd,bmd->bm", q, keys)
+            return s / math.sqrt(self.d) if self.kind == "scaled" else s
+        if self.kind == "general":
+            return torch.einsum("bd,bmd->bm", q, self.W(keys))
+        if self.kind == "additive":
+            return self.v(torch.tanh(self.A(q)[:, None] + self.U(keys)))[..., 0]
+        qk = torch.cat([q[:, None].expand_as(keys), keys], dim=-1)  # (B, M, 2d)
+        return self.v(F.relu(self.W(qk)))[..., 0]
+
+
+def channels(x: torch.Tensor) -> torch.Tensor:
+    """An observation of one channel ``(B,)`` as ``(B, 1)``; two channels stay ``(B, 2)``."""
+    return x[:, None] if x.dim() == 1 else x
+
+
+def detach_state(state):
+    """A controller state (tensor or LSTM tuple) cut from the graph."""
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def repeat_state(state, k: int):
+    """A controller state with every row repeated ``k`` times (consecutively)."""
+    if isinstance(state, tuple):
+        return tuple(s.repeat_interleave(k, 0) for s in state)
+    return state.repeat_interleave(k, 0)
+
+
+
+
+def env_kwargs(cfg: TrainConfig, T: int | None = None) -> dict:
+    """Constructor kwargs of ``cfg.env`` (CopyMemory: the delay ``T`` when given)."""
+    T = cfg.memory_T if T is None else T
+    if "CopyMemory" in cfg.env_id and T is not None:
+        return {"T": T}
+    return {}
+
+
+def make_env(cfg: TrainConfig, device: torch.device, num_envs: int, T: int | None = None):
+    """The batched memory env of ``cfg`` (``max_episode_steps`` = the episode length)."""
+    kwargs = env_kwargs(cfg, T)
+    probe = gym.make_vec(cfg.env_id, num_envs=1, max_episode_steps=None, **kwargs)
+    L = probe.cfg.episode_len
+    probe.close()
+    return gym.make_vec(cfg.env_id, num_envs=num_envs, device=device, max_episode_steps=L,
+                        **kwargs)
+
+
+def replicate_episodes(env, S: int) -> None:
+    """Make rows ``S*i .. S*i+S-1`` the same episode (leave-one-out over S reads paths).
+
+    Rewrites the freshly reset episodes of the env's task in place (the vector env holds the
+    episodes as tensors; nothing else depends on them before the first step).
+    """
+    task = env._task
+    task.inputs = task.inputs[::S].repeat_interleave(S, 0)
+    task.targets = task.targets[::S].repeat_interleave(S, 0)
+
+
+def lr_at(cfg: TrainConfig, update: int) -> float:
+    """Cosine decay from ``lr`` to ``lr / 100`` over the budget (or constant)."""
+    if not cfg.lr_decay:
+        return cfg.lr
+    frac = min(1.0, update / max(1, cfg.n_updates))
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
+def scored_metrics(logits: torch.Tensor, targets: torch.Tensor,
+                   scored: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy (%) and mean cross-entropy (nats) of ``(L, B, K)`` logits on scored steps."""
+    lg, tg = logits[scored], targets[scored]  # (S, B, K), (S, B)
+    acc = (lg.argmax(-1) == tg).float().mean() * 100.0
+    ce = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), tg.reshape(-1))
+    return acc, ce
+
+
+class MemoryEvaluator:
+    """Deterministic evaluation on a fixed, seeded set of ``n`` episodes (val or test)."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, split: str, n: int) -> None:
+        self.cfg, self.device, self.n = cfg, device, n
+        self.batch = min(cfg.eval_batch, n)
+        self.seed = VAL_SEED if split == "val" else TEST_SEED
+        self.env = make_env(cfg, device, self.batch, T=cfg.eval_T or cfg.memory_T)
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, rollout_fn) -> dict:
+        was = model.training
+        model.eval()
+        accs, ces, reads = [], [], []
+        for i in range(self.n // self.batch):
+            # The first batch reseeds the env: the same episodes at every evaluation.
+            ro = rollout_fn(model, self.env, None, greedy=True, seed=None if i else self.seed)
+            acc, ce = scored_metrics(ro.logits, ro.targets, ro.scored)
+            accs.append(acc)
+            ces.append(ce)
+            reads.append(ro.read_accuracy)
+        model.train(was)
+        acc = float(torch.stack(accs).mean())
+        out = {"accuracy": acc, "error": 100.0 - acc, "ce": float(torch.stack(ces).mean())}
+        if all(r is not None for r in reads):
+            out["read_accuracy"] = float(torch.stack(reads).mean())
+        return out
+
+
+class MemoryTrainer:
+    """Everything a memory agent does after its optimiser step, and the state it checkpoints.
+
+    The twin of ``training.Trainer``: the same tags (``rollout/accuracy`` is the scored-step
+    accuracy of the training batch), validation every ``eval_every`` updates on the fixed
+    validation episodes, the best model by validation error in ``best.pt``, periodic
+    checkpoints, and a report scored once on the fixed test episodes.
+    """
+
+    def __init__(self, run: Run, env, model: torch.nn.Module, optimizer,
+                 noise: torch.Generator, baselines: dict, rollout_fn,
+                 grad_stats=None) -> None:
+        self.run, self.cfg, self.env, self.model = run, run.cfg, env, model
+        self.optimizer, self.noise, self.baselines = optimizer, noise, baselines
+        self.rollout_fn = rollout_fn
+        self.grad_stats = grad_stats  # update -> {grad_var, grad_snr, grad_norm}, or None
+        self.val = MemoryEvaluator(self.cfg, run.device, "val", self.cfg.eval_size)
+        self.best = {"error": math.inf, "update": -1}
+        self.nonfinite = 0
+        self.elapsed_before = 0.0
+        self.last_update = run.start_update - 1
+        self.last_val: dict = {}
+        self.postfix: dict = {}
+        if run.state is not None:
+            self._restore(run.state)
+        self._t, self._eps_at_t = time.perf_counter(), self.episodes(run.start_update)
+
+    # ------------------------------------------------------------------ state
+    def episodes(self, updates: int) -> int:
+        return updates * self.cfg.batch_size
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "noise": self.noise.get_state(),
+            "env_np_random": self.env.np_random.bit_generator.state,
+            "baselines": {k: b.state_dict() for k, b in self.baselines.items()},
+            "best": dict(self.best), "nonfinite": self.nonfinite, "rng": ckpt.rng_state(),
+            "elapsed_s": self.elapsed_before + self.run.elapsed(),
+        }
+
+    def _restore(self, s: dict) -> None:
+        self.model.load_state_dict(s["model"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.noise.set_state(s["noise"].to(torch.uint8).cpu())
+        self.env.np_random.bit_generator.state = s["env_np_random"]
+        for k, b in self.baselines.items():
+            b.load_state_dict(s["baselines"][k])
+        self.best, self.nonfinite = dict(s["best"]), s["nonfinite"]
+        self.elapsed_before = float(s.get("elapsed_s", 0.0))
+        if not (self.run.ckpt_dir / "best.pt").exists():  # lost: selection restarts from here
+            self.best = {"error": math.inf, "update": -1}
+        ckpt.set_rng_state(s["rng"])
+
+    # ------------------------------------------------------------------ per update
+    def after_update(self, update: int, ro, losses: dict, applied: bool,
+                     grad_norm: float) -> None:
+        cfg, log = self.cfg, self.run.logger
+        last = update == cfg.n_updates - 1
+        step = self.episodes(update + 1)
+        self.last_update = update
+        self.nonfinite += 0 if applied else 1
+        if update % cfg.log_every == 0 or last:
+            now = time.perf_counter()
+            eps = (step - self._eps_at_t) / max(now - self._t, 1e-9)
+            self._t, self._eps_at_t = now, step
+            acc, ce = scored_metrics(ro.logits.detach(), ro.targets, ro.scored)
+            log.record("rollout/accuracy", acc)
+            log.record("rollout/reward", ro.rewards.sum(0).mean())
+            log.record("rollout/ce", ce)
+            for k, v in losses.items():
+                log.record(f"train/{k}", v.detach())
+            log.record("train/grad_norm", grad_norm)
+            log.record("train/lr", self.optimizer.param_groups[0]["lr"])
+            log.record("train/nonfinite_steps", self.nonfinite)
+            if ro.read_accuracy is not None:
+                log.record("attention/read_accuracy", ro.read_accuracy)
+            if ro.entropy is not None:
+                log.record("attention/address_entropy", ro.entropy.detach().mean())
+            log.record("time/episodes_per_s", eps)
+            log.record("time/elapsed_s", self.elapsed_before + self.run.elapsed())
+            log.dump(step)
+            self.postfix["ep/s"] = f"{eps:.0f}"
+        if ro.addresses is not None and (update % cfg.image_every == 0 or last):
+            log.histogram("attention/addresses", ro.addresses.detach().float().cpu(), step)
+        if self.grad_stats is not None and cfg.grad_stats_every and (
+                update % cfg.grad_stats_every == 0 or last):
+            for k, v in self.grad_stats(update).items():
+                log.record(f"attention/{k}", v)
+            log.dump(step)
+        if (update + 1) % cfg.eval_every == 0 or last:
+            self.validate(update, step)
+        if (update + 1) % cfg.checkpoint_every == 0 or last:
+            self.run.save(update, self.state())
+
+    def validate(self, update: int, step: int) -> None:
+        res = self.val(self.model, self.rollout_fn)
+        log = self.run.logger
+        for k, v in res.items():
+            log.record(f"eval/{k}", v)
+        log.dump(step)
+        self.last_val = res
+        self.postfix["val_acc"] = f"{res['accuracy']:.2f}"
+        if res["error"] < self.best["error"]:
+            self.best = {"error": res["error"], "update": update}
+            self.run.save_best(update, self.state(), {"error": res["error"]})
+
+    # ------------------------------------------------------------------ the end
+    def finish(self) -> dict:
+        """Checkpoint on a signal (and exit), else report the best model on the test set."""
+        self.run.close(self.last_update, self.state())
+        cfg, run = self.cfg, self.run
+        best = ckpt.load_checkpoint(run.ckpt_dir / "best.pt", map_location=run.device)
+        self.model.load_state_dict(best["model"])
+        test = MemoryEvaluator(cfg, run.device, "test", cfg.test_size)(self.model,
+                                                                        self.rollout_fn)
+        wall = self.elapsed_before + run.elapsed()
+        eval_env = self.val.env.cfg
+        report = {
+            "env": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
+            "val_error_pct": self.best["error"], "val_accuracy_pct": 100.0 - self.best["error"],
+            "best_update": self.best["update"], "test_error_pct": test["error"], "test_accuracy_pct": test["accuracy"],
+            "test_ce": test["ce"], "test_size": cfg.test_size,
+            "episodes": self.episodes(cfg.n_updates), "wall_s": wall,
+            "episodes_per_s": self.episodes(cfg.n_updates - run.start_update) / run.elapsed(),
+            "nonfinite_steps": self.nonfinite, "device": str(run.device),
+            "run_dir": str(run.dir), "T": getattr(self.env.cfg, "T", None),
+            "eval_T": getattr(eval_env, "T", None),
+        }
+        if "read_accuracy" in test:
+            report["test_read_accuracy_pct"] = test["read_accuracy"]
+        if "CopyMemory" in cfg.env_id:
+            report["last10_accuracy_pct"] = test["accuracy"]
+            report["last10_ce"] = test["ce"]
+        log = run.logger
+        log.hparams({k: v for k, v in cfg.to_dict().items() if v is not None},
+                    {"hparam/val_error": report["val_error_pct"],
+                     "hparam/test_error": report["test_error_pct"]})
+        log.close()
+        (run.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"hardattn: {cfg.agent} on {cfg.env_id}, seed {cfg.seed}: validation accuracy "
+              f"{100 - report['val_error_pct']:.2f}% (update {report['best_update']}), test "
+              f"accuracy {test['accuracy']:.2f}% (CE {test['ce']:.3f} nats) on "
+              f"{cfg.test_size} test episodes (argmax reads), {wall:.0f} s")
+        print(f"hardattn: TensorBoard: tensorboard --logdir {run.dir}")
+        return report
