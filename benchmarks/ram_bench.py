@@ -38,8 +38,10 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     p.add_argument("--runs", default=str(REPO / "runs" / "bench"), help="run folders go here")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # also what the results' device line reports
     t0 = time.perf_counter()
-    rows, device = [], None
+    rows, device, train_wall = [], None, 0.0
     for agent in args.agents.split(","):
         reports = []
         for seed in range(args.seeds):
@@ -60,6 +62,7 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
 
             reports.append(train(cfg))
         device = reports[-1]["device"]
+        train_wall += sum(r["wall_s"] for r in reports)
         cfg_dict = dataclasses.asdict(TrainConfig(**{**{k: v for k, v in defaults.items()
                                                         if k != "epochs"},
                                                      "agent": agent, "env": env,
@@ -78,5 +81,8 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
         rows.append(result("wall_s", [r["wall_s"] for r in reports], "s", False, labels,
                            cfg_dict))
     dev = torch.device("cuda" if device and device.startswith("cuda") else "cpu")
-    return write_results(f"ram_{preset}", rows, time.perf_counter() - t0, dev,
+    # wall_s: the summed training time of every run (runs may come from earlier, resumed or
+    # parallel invocations; this call's own time would undercount them).
+    del t0
+    return write_results(f"ram_{preset}", rows, train_wall, dev,
                          command="python " + " ".join(sys.argv), out_dir=args.out)
