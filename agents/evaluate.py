@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from hardattn import checkpoint as ckpt
-from hardattn.config import SOFT_AGENTS, TrainConfig
+from hardattn.config import MEMORY_AGENTS, SOFT_AGENTS, TrainConfig
 
 from .ram_common import Evaluator, glimpse_paths_image, make_env, make_model
 from .run import resolve_device
@@ -48,6 +48,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     train_cfg = TrainConfig.from_dict(state["config"])
     if train_cfg.agent in SOFT_AGENTS:
         return _evaluate_backprop(cfg, path, state, train_cfg)
+    if train_cfg.agent in MEMORY_AGENTS:
+        return _evaluate_memory(cfg, path, state, train_cfg)
     train_cfg = TrainConfig.from_dict({**train_cfg.to_dict(),
                                        "eval_batch": min(train_cfg.eval_batch, cfg.n)})
     device = resolve_device(cfg.device)
@@ -67,13 +69,16 @@ def _report(cfg: EvalConfig, path: Path, state: dict, res: dict, picture) -> dic
     report = {"checkpoint": str(path), "split": cfg.split, "n": cfg.n,
               "mc_samples": cfg.mc_samples, "error_pct": res["error"],
               "accuracy_pct": res["accuracy"], "update": state.get("update")}
+    if "ce" in res:
+        report["ce"] = res["ce"]
     (out_dir / f"eval_{cfg.split}.json").write_text(json.dumps(report, indent=2) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.imsave(out_dir / f"eval_{cfg.split}_glimpses.png", picture)
+    if picture is not None:  # memory readers have no picture
+        plt.imsave(out_dir / f"eval_{cfg.split}_glimpses.png", picture)
     mc = "" if cfg.mc_samples == 1 else f", {cfg.mc_samples} MC samples"
     print(f"hardattn eval: {cfg.split} error {res['error']:.2f}% on {cfg.n} canvases "
           f"(deterministic policy{mc}); wrote {out_dir / f'eval_{cfg.split}.json'}")
@@ -96,3 +101,20 @@ def _evaluate_backprop(cfg: EvalConfig, path: Path, state: dict, train_cfg: Trai
                                        "eval_batch": min(train_cfg.eval_batch, cfg.n)})
     evaluator = sc.SoftEvaluator(batch_cfg, task, device, cfg.split, cfg.n)
     return _report(cfg, path, state, evaluator(model), evaluator.picture(model))
+
+
+def _evaluate_memory(cfg: EvalConfig, path: Path, state: dict, train_cfg: TrainConfig) -> dict:
+    """Memory readers: greedy (argmax) reads on the fixed seeded val or test episodes."""
+    from . import memory_common as mc
+    from . import memory_readers as mr
+
+    if cfg.mc_samples != 1:
+        raise ValueError(f"--mc-samples={cfg.mc_samples}: memory readers are scored with argmax "
+                         f"reads; use --mc-samples 1")
+    device = resolve_device(cfg.device)
+    batch_cfg = TrainConfig.from_dict({**train_cfg.to_dict(),
+                                       "eval_batch": min(train_cfg.eval_batch, cfg.n)})
+    model = mr.make_model(batch_cfg, mc.make_env(batch_cfg, device, 1)).to(device)
+    model.load_state_dict(state["model"])
+    res = mc.MemoryEvaluator(batch_cfg, device, cfg.split, cfg.n)(model, mr.rollout)
+    return _report(cfg, path, state, res, None)

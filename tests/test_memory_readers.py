@@ -397,3 +397,17 @@ def test_rao_blackwell_cuts_the_address_gradient_variance(tmp_path):
                                         seed=11)
     assert rb["grad_var"] < plain["grad_var"] / 4
     assert 0.5 < rb["grad_norm"] / plain["grad_norm"] < 2.0
+
+
+def test_hardattn_eval_scores_a_memory_run_like_its_report(tmp_path):
+    import subprocess
+    import sys
+
+    from hardattn.agents.run import train
+
+    report = train(tiny(tmp_path))
+    subprocess.run([sys.executable, "-m", "hardattn.cli", "eval", "--checkpoint",
+                    str(tmp_path / "run"), "--split", "test", "--n", "16", "--device", "cpu"],
+                   check=True, capture_output=True, text=True)
+    ev = json.loads((tmp_path / "run" / "eval_test.json").read_text())
+    assert ev["accuracy_pct"] == report["test_accuracy_pct"]
