@@ -15,6 +15,7 @@ from hardattn import estimators as est
 from hardattn.config import TrainConfig
 from hardattn.losses import hybrid_loss
 
+from . import distributed
 from .ram_common import Rollout, lr_at, make_env, make_model, rollout, safe_step, std_at
 from .run import Run
 from .training import Trainer
@@ -47,9 +48,12 @@ def train(cfg: TrainConfig) -> dict:
         torch.manual_seed(cfg.seed)  # initial weights
         env = make_env(cfg, dev, cfg.batch_size)
         model = make_model(cfg, env).to(dev)
+        distributed.broadcast_model(model)  # data-parallel (torchrun): same start everywhere
+        distributed.average_gradients(model)  # ... and gradients averaged in backward
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # location noise
-        env.reset(seed=cfg.seed)
+        seed = distributed.rank_seed(cfg.seed)  # cfg.seed on rank 0 / in one process
+        noise = torch.Generator(device=dev).manual_seed(seed + 1)  # location noise
+        env.reset(seed=seed)
         trainer = Trainer(run, env, model, optimizer, noise, baselines={})
         options = {"repeat": cfg.samples_per_image} if cfg.samples_per_image > 1 else None
 
@@ -58,7 +62,7 @@ def train(cfg: TrainConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, update)
             ro = rollout(model, env, std, noise, options=options)
-            losses = loss_terms(cfg, ro)
+            losses = distributed.agree_finite(loss_terms(cfg, ro))
             applied, grad_norm = safe_step(losses, model, optimizer, cfg)
             trainer.after_update(update, ro, losses, applied, grad_norm, std,
                                  lambda r, _b: loss_terms(cfg, r))

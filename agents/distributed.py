@@ -7,6 +7,9 @@ RAM's rollout calls ``model.step`` many times rather than one ``forward``), so e
 applies the same update and the weights stay identical.
 
 Rules:
+- agents: ``reinforce`` and ``actor-critic`` (``agents.run.DATA_PARALLEL_AGENTS``). Statistics
+  taken over a batch (advantage normalisation, the EMA and variance-optimal baselines) are
+  per rank, i.e. over that rank's ``--batch-size`` canvases.
 - effective batch = ``N x --batch-size`` canvases per update; the averaged gradient is the
   gradient of the mean loss over that batch, so the same ``--lr`` gives the step of a single
   process on the concatenated batch (no learning-rate scaling is applied; scale ``--lr``

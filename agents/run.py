@@ -27,6 +27,8 @@ from hardattn.logger import Logger, config_markdown, run_name
 
 from . import distributed
 
+# The agents whose train() averages gradients across torchrun ranks (agents/distributed.py).
+DATA_PARALLEL_AGENTS = ("reinforce", "actor-critic")
 AGENT_MODULES = {"reinforce": "hardattn.agents.reinforce",
                  "actor-critic": "hardattn.agents.actor_critic",
                  "sb3-ppo": "hardattn.agents.sb3", "sb3-recurrent-ppo": "hardattn.agents.sb3",
@@ -227,9 +229,10 @@ def stored_agent(cfg: TrainConfig) -> str:
 def train(cfg: TrainConfig) -> dict:
     """``hardattn train``: run the agent of ``cfg`` (or of the run it resumes) and report."""
     agent = stored_agent(cfg)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and agent != "reinforce":
-        raise ValueError(f"data-parallel training (torchrun) supports --agent reinforce, "
-                         f"not {agent!r}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and agent not in DATA_PARALLEL_AGENTS:
+        raise ValueError(f"data-parallel training (torchrun) supports --agent "
+                         f"{' or '.join(DATA_PARALLEL_AGENTS)}, not {agent!r}; run it in one "
+                         f"process (python -m hardattn train ...)")
     module = importlib.import_module(AGENT_MODULES[agent])
     try:
         return module.train(cfg)

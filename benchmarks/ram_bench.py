@@ -22,6 +22,36 @@ from hardattn.config import TrainConfig
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Fields that change what a run learns; the others (device, threads, logging) do not.
+SETTINGS = ("agent", "env", "seed", "epochs", "batch_size", "lr", "n_glimpses", "patch",
+            "scales", "core", "core_hidden", "glimpse_hidden", "what_hidden", "where_hidden",
+            "std", "baseline")
+
+
+def check_same_settings(run_dir: Path, fields: dict) -> None:
+    """Refuse to reuse or resume a run folder trained with other settings.
+
+    Raises:
+        ValueError: naming each differing field, its stored and requested values, and the
+            fixes (the original flags, another ``--runs`` folder, or deleting the folder).
+    """
+    stored_file = run_dir / "config.json"
+    if not stored_file.is_file():
+        return
+    stored = json.loads(stored_file.read_text())
+    want = dataclasses.asdict(TrainConfig(**{k: v for k, v in fields.items()
+                                             if k != "run_dir"}))
+    diff = [f"{k}={stored.get(k)!r} (asked: {want[k]!r})" for k in SETTINGS
+            if k in want and stored.get(k) != want[k]]
+    if diff:
+        flags = " ".join(f"--{k.replace('_', '-')} {stored.get(k)}" for k in ("epochs",
+                                                                               "batch_size")
+                         if k in [d.split("=")[0] for d in diff])
+        raise ValueError(f"{run_dir} was trained with {', '.join(diff)}; rerun with "
+                         f"{flags or 'its settings'}, pass another --runs folder, or delete "
+                         f"that folder")
+
+
 def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -> Path:
     """Parse the command line, train the agent x seed matrix, write the results JSON."""
     p = argparse.ArgumentParser(description=f"RAM on {env}: test error over seeds")
@@ -47,13 +77,14 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
         for seed in range(args.seeds):
             run_dir = Path(args.runs) / f"ram_{preset}__{agent}__{seed}"
             report_file = run_dir / "report.json"
-            if report_file.exists():  # resumable: finished runs are not trained again
-                reports.append(json.loads(report_file.read_text()))
-                continue
             fields = {**{k: v for k, v in defaults.items() if k != "epochs"},
                       "agent": agent, "env": env, "seed": seed, "epochs": args.epochs,
                       "device": args.device, "run_dir": str(run_dir),
                       "threads": args.threads, "batch_size": args.batch_size}
+            check_same_settings(run_dir, fields)
+            if report_file.exists():  # resumable: finished runs are not trained again
+                reports.append(json.loads(report_file.read_text()))
+                continue
             ckpts = run_dir / "checkpoints"
             if ckpts.is_dir() and any(ckpts.glob("ckpt_*.pt")):
                 fields["resume"] = str(run_dir)

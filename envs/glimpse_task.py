@@ -257,8 +257,10 @@ class GlimpseTask:
                     or n % repeat:
                 raise ValueError(f"repeat={repeat!r} must be a positive divisor of {n}")
             batch = self.canvas.sample(n // repeat, generator)
-            images = batch.images.repeat_interleave(repeat, dim=0)  # (n, 1, H, W)
-            labels = batch.labels.repeat_interleave(repeat, dim=0)  # (n,)
+            images, labels = batch.images, batch.labels  # (n, 1, H, W), (n,)
+            if repeat > 1:  # (a copy even for repeat=1: 1 ms per reset on cluttered100)
+                images = images.repeat_interleave(repeat, dim=0)  # (n, 1, H, W)
+                labels = labels.repeat_interleave(repeat, dim=0)  # (n,)
         else:
             images, labels = (x.to(self.device) for x in canvases)
             expected = (n, 1, self.height, self.width)

@@ -7,9 +7,8 @@ area averaging (mean over ``k x k`` blocks, ``k = scale_factor**i``); pixels out
 read as zero, so any location, even far outside ``[-1, 1]``, is valid.
 
 The hard retina works in two parts so that environments do the per-image work once:
-``build_pyramid`` (per image: block means of every scale at every offset, from a float64
-summed-area table) and ``read_pyramid`` (per glimpse: one gather of ``scales * patch * patch``
-values). ``glimpse`` is the two composed; the env calls ``build_pyramid`` in ``reset`` and
+``build_pyramid`` (per image: a float64 summed-area table) and ``read_pyramid`` (per glimpse:
+one gather of the ``scales * (patch + 1)**2`` block corners). ``glimpse`` is the two composed; the env calls ``build_pyramid`` in ``reset`` and
 ``read_pyramid`` in ``step``. Block means are exact sums divided by ``k * k``, rounded once to
 the image dtype.
 """
@@ -79,18 +78,20 @@ def crop_origin(loc: torch.Tensor, size: int, height: int, width: int) -> torch.
 
 @dataclass
 class Pyramid:
-    """Per-image block means of every scale, at every pixel offset, flat in one buffer."""
+    """Per-image summed-area tables: what the retina needs to read any scale at any offset.
 
-    maps: torch.Tensor  # (B, C, L): scale i's (H+k+1) x (W+k+1) map at offsets[i], k=f**i
-    offsets: list[int]  # start of each scale's map in the last dim of ``maps``
+    ``maps`` holds, for every image, the float64 table ``T[r, c] = sum(image[:r, :c])`` for
+    ``r`` in ``[0, H]`` and ``c`` in ``[0, W]``, flat: the sum of any block is four entries of
+    it, so one table serves every scale and a read costs ``scales * (patch + 1)**2`` gathers.
+    """
+
+    maps: torch.Tensor  # (B, C, (H+1)*(W+1)) float64 summed-area table, row-major
     height: int
     width: int
     patch: int
+    scales: int
     scale_factor: int
-
-    @property
-    def scales(self) -> int:
-        return len(self.offsets)
+    dtype: torch.dtype  # the images' dtype: reads are rounded to it
 
     @functools.cached_property
     def _consts(self) -> tuple[torch.Tensor, ...]:
@@ -98,13 +99,9 @@ class Pyramid:
         dev, S, p = self.maps.device, self.scales, self.patch
         k = self.scale_factor ** torch.arange(S, device=dev)  # (S,)
         half = (p * k).to(torch.float64)[None] / 2.0  # (1, S)
-        step = torch.arange(p, device=dev)[None, None, :] * k[None, :, None]  # (1, S, p)
-        kk = k[None, :, None]  # (1, S, 1)
-        base = torch.tensor(self.offsets, device=dev)[None, :, None, None]  # (1, S, 1, 1)
-        width = (self.width + k + 1)[None, :, None, None]  # (1, S, 1, 1)
-        hmax = torch.full_like(kk, self.height)
-        wmax = torch.full_like(kk, self.width)
-        return half, step, kk, base, width, hmax, wmax
+        step = torch.arange(p + 1, device=dev)[None, None, :] * k[None, :, None]  # (1, S, p+1)
+        area = (k * k).to(torch.float64)[None, None, :, None, None]  # (1, 1, S, 1, 1)
+        return half, step, area
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -118,16 +115,14 @@ class Pyramid:
 
 def build_pyramid(images: torch.Tensor, patch: int, scales: int, scale_factor: int = 2,
                   out: Pyramid | None = None) -> Pyramid:
-    """The per-image work of the retina: block means of every scale at every offset.
+    """The per-image work of the retina: a float64 summed-area table of every image.
 
-    For scale ``i`` (block side ``k = scale_factor**i``) the map holds, at row ``u + k`` and
-    column ``v + k``, the mean of ``images[..., u:u+k, v:v+k]`` (zeros outside the image) for
-    ``u`` in ``[-k, H]``; the outermost rows and columns (``u = -k`` or ``u = H``) are blocks
-    fully outside, i.e. zero, so reads clamp into them instead of masking.
-
-    Sums come from a float64 summed-area table: exact for float32 and bfloat16 pixels in
-    [0, 1] (canvases are multiples of 1/255 rounded to float32), so every map value is the
-    block mean rounded once to the image dtype.
+    Block sums from the table are exact for float32 and bfloat16 pixels in [0, 1] (canvases
+    are multiples of 1/255 rounded to float32; a 100x100 sum needs 46 of float64's 53 bits),
+    so every glimpse value is the block mean rounded once to the image dtype. One table serves
+    all scales: building it is two cumulative sums, about 10x cheaper on cluttered100 than
+    materialising every scale's block means (the previous design), while a read gathers
+    ``(patch + 1)**2`` corners per scale instead of ``patch**2`` means.
 
     Args:
         images: ``(B, C, H, W)``, float32 or bfloat16, any device.
@@ -136,58 +131,47 @@ def build_pyramid(images: torch.Tensor, patch: int, scales: int, scale_factor: i
     """
     _check(images, None, patch, scales, scale_factor)
     B, C, H, W = images.shape
-    ks = [scale_factor**i for i in range(scales)]
-    sizes = [(H + k + 1) * (W + k + 1) for k in ks]
-    offsets = [sum(sizes[:i]) for i in range(scales)]
-    if out is not None and out.maps.shape == (B, C, sum(sizes)) and \
-            out.maps.dtype == images.dtype and out.maps.device == images.device and \
-            (out.height, out.width, out.patch, out.scale_factor) == (H, W, patch, scale_factor):
+    L = (H + 1) * (W + 1)
+    if out is not None and out.maps.shape == (B, C, L) and out.dtype == images.dtype and \
+            out.maps.device == images.device and \
+            (out.height, out.width, out.patch, out.scales, out.scale_factor) == \
+            (H, W, patch, scales, scale_factor):
         maps = out.maps
     else:
-        maps = torch.empty(B, C, sum(sizes), dtype=images.dtype, device=images.device)
-    # On CPU, chunks of images keep the float64 temporaries in cache (about 5x faster at
-    # B=4096 than one pass over the batch); the GPU takes the batch at once.
-    chunk = B if images.is_cuda else 64
+        maps = torch.empty(B, C, L, dtype=torch.float64, device=images.device)
+    table = maps.view(B, C, H + 1, W + 1)  # (B, C, H+1, W+1)
     with _serial_on_cpu(images):
-        _fill_maps(images, maps, ks, offsets, sizes, chunk)
+        table[:, :, 0, :] = 0.0
+        table[:, :, :, 0] = 0.0
+        inner = table[:, :, 1:, 1:]  # (B, C, H, W) view
+        inner.copy_(images)  # to float64
+        inner.cumsum_(2).cumsum_(3)
     if out is not None and maps is out.maps:
         return out  # keeps its cached read constants
-    return Pyramid(maps, offsets, H, W, patch, scale_factor)
-
-
-def _fill_maps(images: torch.Tensor, maps: torch.Tensor, ks: list[int], offsets: list[int],
-               sizes: list[int], chunk: int) -> None:
-    """Write every scale's block means of ``images`` into ``maps``, ``chunk`` images at a time."""
-    B, C, H, W = images.shape
-    for s in range(0, B, chunk):
-        x, m = images[s:s + chunk], maps[s:s + chunk]  # (b, C, H, W), (b, C, L)
-        b = x.shape[0]
-        sat = F.pad(x.to(torch.float64).cumsum(2).cumsum(3), (1, 0, 1, 0))  # (b,C,H+1,W+1)
-        for k, off, size in zip(ks, offsets, sizes):
-            view = m[:, :, off:off + size].view(b, C, H + k + 1, W + k + 1)
-            # Replicate-padding the table by k clamps every block corner into the image.
-            P = F.pad(sat, (k, k, k, k), mode="replicate")  # (b, C, H+2k+1, W+2k+1)
-            sums = P[:, :, k:, k:] - P[:, :, :-k, k:] - P[:, :, k:, :-k] + P[:, :, :-k, :-k]
-            view.copy_(sums / float(k * k))  # (b, C, H+k+1, W+k+1), rounded once
+    return Pyramid(maps, H, W, patch, scales, scale_factor, images.dtype)
 
 
 def read_pyramid(pyr: Pyramid, loc: torch.Tensor) -> torch.Tensor:
     """Hard glimpses at ``loc``: every scale in one gather, ``(B, scales, C, patch, patch)``."""
     B, C = pyr.maps.shape[:2]
     S, p, H, W = pyr.scales, pyr.patch, pyr.height, pyr.width
-    half, step, kk, base, width, hmax, wmax = pyr._consts
+    half, step, area = pyr._consts
     loc64 = loc.detach().to(torch.float64)  # (B, 2) = (x, y)
     # Snap: the square of side p*k starts at floor(centre - p*k/2 + 0.5) (see crop_origin).
     x0 = torch.floor((loc64[:, 0:1] + 1.0) * (W / 2.0) - half + 0.5)  # (B, S)
     y0 = torch.floor((loc64[:, 1:2] + 1.0) * (H / 2.0) - half + 0.5)  # (B, S)
     lim = float(p * pyr.scale_factor ** (S - 1) + H + W)  # far origins stay in int64 range
     x0, y0 = x0.clamp_(-lim, lim).long(), y0.clamp_(-lim, lim).long()
-    # Block rows/columns clamp into the zero border (-k or H) when fully outside the image.
-    r = torch.clamp(y0[:, :, None] + step, min=-kk, max=hmax) + kk  # (B, S, p)
-    c = torch.clamp(x0[:, :, None] + step, min=-kk, max=wmax) + kk  # (B, S, p)
-    idx = base + r[..., :, None] * width + c[..., None, :]  # (B, S, p, p)
-    vals = torch.gather(pyr.maps, 2, idx.view(B, 1, S * p * p).expand(B, C, -1))
-    return vals.view(B, C, S, p, p).transpose(1, 2)  # (B, S, C, p, p)
+    # Block corners clamped into the table = zero padding: a block's sum over the image is
+    # T[r1, c1] - T[r0, c1] - T[r1, c0] + T[r0, c0] with every corner clamped to [0, H/W].
+    r = torch.clamp(y0[:, :, None] + step, min=0, max=H)  # (B, S, p+1)
+    c = torch.clamp(x0[:, :, None] + step, min=0, max=W)  # (B, S, p+1)
+    idx = r[..., :, None] * (W + 1) + c[..., None, :]  # (B, S, p+1, p+1)
+    q = S * (p + 1) * (p + 1)
+    v = torch.gather(pyr.maps, 2, idx.view(B, 1, q).expand(B, C, q))  # (B, C, q)
+    v = v.view(B, C, S, p + 1, p + 1)
+    sums = v[..., 1:, 1:] - v[..., :-1, 1:] - v[..., 1:, :-1] + v[..., :-1, :-1]  # (B,C,S,p,p)
+    return (sums / area).to(pyr.dtype).transpose(1, 2)  # (B, S, C, p, p)
 
 
 def _soft_glimpse(images: torch.Tensor, loc: torch.Tensor, patch: int, scales: int,

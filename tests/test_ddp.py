@@ -67,13 +67,24 @@ def _rank_rollout(model, env, canvases, r: int):
                                                                 canvases[1][sl])})
 
 
-def _one_step_worker(rank: int, world: int, init: str, out: str) -> None:
+def _loss_fn(agent: str):
+    """The agent's loss terms as ``f(cfg, rollout, baselines)``."""
+    if agent == "actor-critic":
+        from hardattn.agents.actor_critic import loss_terms
+
+        return lambda cfg, ro, _baselines: loss_terms(cfg, ro)
+    from hardattn.agents.reinforce import loss_terms
+
+    return loss_terms
+
+
+def _one_step_worker(rank: int, world: int, init: str, out: str, agent: str) -> None:
     _env_for(rank, world, init)
     from hardattn.agents import distributed
     from hardattn.agents.ram_common import safe_step
-    from hardattn.agents.reinforce import loss_terms
 
-    cfg = tiny(out)
+    loss_terms = _loss_fn(agent)
+    cfg = tiny(out, agent=agent)
     distributed.setup(torch.device("cpu"))
     env, model, canvases, baselines = _setup_step(cfg)
     distributed.broadcast_model(model)
@@ -102,17 +113,18 @@ def _cat_rollouts(a, b):
     return Rollout(**fields)
 
 
+@pytest.mark.parametrize("agent", ["reinforce", "actor-critic"])
 def test_one_step_on_two_ranks_equals_one_process_on_the_concatenated_batch(data_root,
-                                                                           tmp_path):
+                                                                           tmp_path, agent):
     from hardattn.agents.ram_common import safe_step
-    from hardattn.agents.reinforce import loss_terms
 
+    loss_terms = _loss_fn(agent)
     init = f"file://{tmp_path / 'rendezvous'}"
-    mp.spawn(_one_step_worker, args=(2, init, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_one_step_worker, args=(2, init, str(tmp_path), agent), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")
 
-    cfg = tiny(tmp_path)
+    cfg = tiny(tmp_path, agent=agent)
     env, model, canvases, baselines = _setup_step(cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
