@@ -31,7 +31,8 @@ from gymnasium.envs.registration import register, registry
 from .glimpse import GlimpseEnv
 from .glimpse_task import GlimpseConfig, GlimpseTask
 from .glimpse_vec import GlimpseVecEnv
-from .memory import AssociativeRecallEnv, CopyMemoryEnv, MemoryTask
+from .memory import AssociativeRecallEnv, CopyMemoryEnv
+from .memory_task import MemoryTask
 from .memory_vec import AssociativeRecallVecEnv, CopyMemoryVecEnv
 from .tape import (AlgorithmicTapeEnv, TapeCopyEnv, TapeDuplicatedInputEnv, TapeRepeatCopyEnv,
                    TapeReversedAdditionEnv, TapeReverseEnv)

@@ -31,7 +31,8 @@ def snapshot(folder) -> dict:
 
 
 def test_compare_writes_every_output_and_a_second_call_trains_nothing(data_root, tmp_path):
-    from hardattn.agents.compare import CSV_COLUMNS, compare
+    from hardattn.agents.compare import compare
+    from hardattn.agents.compare_report import CSV_COLUMNS
 
     cfg = tiny(tmp_path)
     t0 = time.perf_counter()

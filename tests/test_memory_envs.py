@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import hardattn.envs
 from hardattn.envs import AssociativeRecallVecEnv, CopyMemoryVecEnv, TapeReversedAdditionEnv
-from hardattn.envs.memory import ACTION_TYPES
+from hardattn.envs.memory_task import ACTION_TYPES
 
 MEMORY_IDS = hardattn.envs.registered_ids("memory")
 TAPE_IDS = hardattn.envs.registered_ids("tape")

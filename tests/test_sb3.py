@@ -107,7 +107,8 @@ def test_fields_sb3_ignores_are_rejected_before_training(tmp_path, kw, fields):
 def test_batched_evaluation_equals_single_env_episodes_on_given_canvases(data_root, tmp_path):
     """``FixedSetEvaluator`` (vector env, canvases option) scores like ``GlimpseEnv.reset(
     options={"canvas": ...})`` one canvas at a time."""
-    from hardattn.agents.sb3 import FixedSetEvaluator, GlimpseExtractor, make_train_env
+    from hardattn.agents.sb3 import GlimpseExtractor
+    from hardattn.agents.sb3_run import FixedSetEvaluator, make_train_env
     from stable_baselines3 import PPO
 
     cfg = tiny(tmp_path, eval_batch=10)
@@ -169,7 +170,7 @@ def test_train_writes_report_config_events_and_best_model(data_root, tmp_path, a
 
 def _interrupt_after(m: pytest.MonkeyPatch, stop_update: int) -> None:
     """SIGTERM the process once update ``stop_update`` is bookkept (as a Ctrl-C would)."""
-    from hardattn.agents.sb3 import RunCallback
+    from hardattn.agents.sb3_run import RunCallback
 
     original = RunCallback._after_update
 
@@ -208,7 +209,7 @@ def test_signal_then_resume_equals_uninterrupted(data_root, tmp_path, monkeypatc
 def test_signal_before_the_first_update_leaves_nothing_to_resume(data_root, tmp_path,
                                                                    monkeypatch):
     from hardattn.agents.run import TrainingInterrupted, train
-    from hardattn.agents.sb3 import RunCallback
+    from hardattn.agents.sb3_run import RunCallback
 
     original = RunCallback._on_rollout_start
 
