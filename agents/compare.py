@@ -308,6 +308,8 @@ def benchmark(preset: str, budget_images: int, argv: list[str] | None = None) ->
     p.add_argument("--test-size", type=int, default=10_000, help="test canvases")
     p.add_argument("--eval-every", type=int, default=1000, help="validate every N updates")
     p.add_argument("--overrides", nargs="*", default=[], help="FIELD=VALUE or AGENT.FIELD=VALUE")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads per run (0: all cores; 1 on a loaded machine)")
     args = p.parse_args(argv)
     name = f"compare_{preset}"
     cfg = CompareConfig(preset=preset, agents=args.agents, seeds=args.seeds,
@@ -316,7 +318,8 @@ def benchmark(preset: str, budget_images: int, argv: list[str] | None = None) ->
                         test_size=args.test_size, eval_batch=min(1000, args.eval_size,
                                                                  args.test_size),
                         eval_every=args.eval_every, checkpoint_every=min(500, args.eval_every),
-                        overrides=tuple(args.overrides), progress=False)
+                        overrides=tuple(args.overrides), progress=False,
+                        threads=args.threads)
     t0 = time.perf_counter()
     summary = compare(cfg)
     rows, device = [], "cpu"

@@ -33,6 +33,7 @@ from hardattn import checkpoint as ckpt
 from hardattn.config import TrainConfig
 
 from .run import Run
+from .trainer_state import TrainerState, env_stream, torch_stream
 
 VAL_SEED, TEST_SEED = 2_000_003, 3_000_017
 
@@ -202,9 +203,9 @@ class MemoryTrainer:
         self.rollout_fn = rollout_fn
         self.grad_stats = grad_stats  # update -> {grad_var, grad_snr, grad_norm}, or None
         self.val = MemoryEvaluator(self.cfg, run.device, "val", self.cfg.eval_size)
-        self.best = {"error": math.inf, "update": -1}
-        self.nonfinite = 0
-        self.elapsed_before = 0.0
+        self.book = TrainerState(run, model, optimizer, {"noise": torch_stream(noise),
+                                                         "env_np_random": env_stream(env)},
+                                 baselines)
         self.last_update = run.start_update - 1
         self.last_val: dict = {}
         self.postfix: dict = {}
@@ -217,27 +218,10 @@ class MemoryTrainer:
         return updates * self.cfg.batch_size
 
     def state(self) -> dict:
-        return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "noise": self.noise.get_state(),
-            "env_np_random": self.env.np_random.bit_generator.state,
-            "baselines": {k: b.state_dict() for k, b in self.baselines.items()},
-            "best": dict(self.best), "nonfinite": self.nonfinite, "rng": ckpt.rng_state(),
-            "elapsed_s": self.elapsed_before + self.run.elapsed(),
-        }
+        return self.book.state_dict()
 
     def _restore(self, s: dict) -> None:
-        self.model.load_state_dict(s["model"])
-        self.optimizer.load_state_dict(s["optimizer"])
-        self.noise.set_state(s["noise"].to(torch.uint8).cpu())
-        self.env.np_random.bit_generator.state = s["env_np_random"]
-        for k, b in self.baselines.items():
-            b.load_state_dict(s["baselines"][k])
-        self.best, self.nonfinite = dict(s["best"]), s["nonfinite"]
-        self.elapsed_before = float(s.get("elapsed_s", 0.0))
-        if not (self.run.ckpt_dir / "best.pt").exists():  # lost: selection restarts from here
-            self.best = {"error": math.inf, "update": -1}
-        ckpt.set_rng_state(s["rng"])
+        self.book.load_state_dict(s)
 
     # ------------------------------------------------------------------ per update
     def after_update(self, update: int, ro, losses: dict, applied: bool,
@@ -246,7 +230,7 @@ class MemoryTrainer:
         last = update == cfg.n_updates - 1
         step = self.episodes(update + 1)
         self.last_update = update
-        self.nonfinite += 0 if applied else 1
+        self.book.nonfinite += 0 if applied else 1
         if update % cfg.log_every == 0 or last:
             now = time.perf_counter()
             eps = (step - self._eps_at_t) / max(now - self._t, 1e-9)
@@ -259,13 +243,13 @@ class MemoryTrainer:
                 log.record(f"train/{k}", v.detach())
             log.record("train/grad_norm", grad_norm)
             log.record("train/lr", self.optimizer.param_groups[0]["lr"])
-            log.record("train/nonfinite_steps", self.nonfinite)
+            log.record("train/nonfinite_steps", self.book.nonfinite)
             if ro.read_accuracy is not None:
                 log.record("attention/read_accuracy", ro.read_accuracy)
             if ro.entropy is not None:
                 log.record("attention/address_entropy", ro.entropy.detach().mean())
             log.record("time/episodes_per_s", eps)
-            log.record("time/elapsed_s", self.elapsed_before + self.run.elapsed())
+            log.record("time/elapsed_s", self.book.wall())
             log.dump(step)
             self.postfix["ep/s"] = f"{eps:.0f}"
         if ro.addresses is not None and (update % cfg.image_every == 0 or last):
@@ -288,8 +272,8 @@ class MemoryTrainer:
         log.dump(step)
         self.last_val = res
         self.postfix["val_acc"] = f"{res['accuracy']:.2f}"
-        if res["error"] < self.best["error"]:
-            self.best = {"error": res["error"], "update": update}
+        if res["error"] < self.book.best["error"]:
+            self.book.best = {"error": res["error"], "update": update}
             self.run.save_best(update, self.state(), {"error": res["error"]})
 
     # ------------------------------------------------------------------ the end
@@ -301,16 +285,18 @@ class MemoryTrainer:
         self.model.load_state_dict(best["model"])
         test = MemoryEvaluator(cfg, run.device, "test", cfg.test_size)(self.model,
                                                                         self.rollout_fn)
-        wall = self.elapsed_before + run.elapsed()
+        wall = self.book.wall()
         eval_env = self.val.env.cfg
         report = {
             "env": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
-            "val_error_pct": self.best["error"], "val_accuracy_pct": 100.0 - self.best["error"],
-            "best_update": self.best["update"], "test_error_pct": test["error"], "test_accuracy_pct": test["accuracy"],
+            "val_error_pct": self.book.best["error"],
+            "val_accuracy_pct": 100.0 - self.book.best["error"],
+            "best_update": self.book.best["update"], "test_error_pct": test["error"],
+            "test_accuracy_pct": test["accuracy"],
             "test_ce": test["ce"], "test_size": cfg.test_size,
             "episodes": self.episodes(cfg.n_updates), "wall_s": wall,
             "episodes_per_s": self.episodes(cfg.n_updates - run.start_update) / run.elapsed(),
-            "nonfinite_steps": self.nonfinite, "device": str(run.device),
+            "nonfinite_steps": self.book.nonfinite, "device": str(run.device),
             "run_dir": str(run.dir), "T": getattr(self.env.cfg, "T", None),
             "eval_T": getattr(eval_env, "T", None),
         }

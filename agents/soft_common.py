@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -43,6 +42,7 @@ from hardattn.envs.glimpse_task import GlimpseConfig
 
 from .ram_common import glimpse_paths_image
 from .run import Run
+from .trainer_state import TrainerState, torch_stream
 
 EVAL_SEED = 12345  # first glimpses of evaluation (random first glimpse only)
 
@@ -304,9 +304,9 @@ class SoftTrainer:
         self.run, self.cfg, self.task, self.model = run, run.cfg, task, model
         self.optimizer, self.canvases, self.noise = optimizer, canvases, noise
         self.val = SoftEvaluator(self.cfg, task, run.device, "val", self.cfg.eval_size)
-        self.best = {"error": math.inf, "update": -1}
-        self.nonfinite = 0
-        self.elapsed_before = 0.0
+        self.book = TrainerState(run, model, optimizer, {"noise": torch_stream(noise),
+                                                         "canvas_rng": torch_stream(canvases.rng)},
+                                 None)
         self.last_update = run.start_update - 1
         self.last_val: dict = {}
         self.postfix: dict = {}
@@ -319,23 +319,10 @@ class SoftTrainer:
         return updates * self.cfg.batch_size
 
     def state(self) -> dict:
-        return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "noise": self.noise.get_state(), "canvas_rng": self.canvases.rng.get_state(),
-            "best": dict(self.best), "nonfinite": self.nonfinite, "rng": ckpt.rng_state(),
-            "elapsed_s": self.elapsed_before + self.run.elapsed(),
-        }
+        return self.book.state_dict()
 
     def _restore(self, s: dict) -> None:
-        self.model.load_state_dict(s["model"])
-        self.optimizer.load_state_dict(s["optimizer"])
-        self.noise.set_state(s["noise"].to(torch.uint8).cpu())
-        self.canvases.rng.set_state(s["canvas_rng"].to(torch.uint8).cpu())
-        self.best, self.nonfinite = dict(s["best"]), s["nonfinite"]
-        self.elapsed_before = float(s.get("elapsed_s", 0.0))
-        if not (self.run.ckpt_dir / "best.pt").exists():  # lost: selection restarts from here
-            self.best = {"error": math.inf, "update": -1}
-        ckpt.set_rng_state(s["rng"])
+        self.book.load_state_dict(s)
 
     # ------------------------------------------------------------------ per update
     def after_update(self, update: int, out: SoftOutput, labels: torch.Tensor, losses: dict,
@@ -344,7 +331,7 @@ class SoftTrainer:
         last = update == cfg.n_updates - 1
         step = self.images(update + 1)
         self.last_update = update
-        self.nonfinite += 0 if applied else 1
+        self.book.nonfinite += 0 if applied else 1
         if update % cfg.log_every == 0 or last:
             now = time.perf_counter()
             ips = (step - self._images_at_t) / max(now - self._t, 1e-9)
@@ -356,7 +343,7 @@ class SoftTrainer:
                 log.record(f"train/{k}", v.detach())
             log.record("train/grad_norm", grad_norm)
             log.record("train/lr", self.optimizer.param_groups[0]["lr"])
-            log.record("train/nonfinite_steps", self.nonfinite)
+            log.record("train/nonfinite_steps", self.book.nonfinite)
             if out.std is not None:
                 log.record("attention/location_std", out.std.detach().mean())
             if out.locs is not None:
@@ -365,7 +352,7 @@ class SoftTrainer:
             for k, v in out.extras.items():
                 log.record(f"attention/{k}", v.detach())
             log.record("time/images_per_s", ips)
-            log.record("time/elapsed_s", self.elapsed_before + self.run.elapsed())
+            log.record("time/elapsed_s", self.book.wall())
             log.dump(step)
             self.postfix["img/s"] = f"{ips:.0f}"
         if out.locs is not None and (update % cfg.image_every == 0 or last):
@@ -385,8 +372,8 @@ class SoftTrainer:
         log.image("attention/glimpse_paths_val", self.val.picture(self.model), step)
         self.last_val = res
         self.postfix["val_acc"] = f"{res['accuracy']:.2f}"
-        if res["error"] < self.best["error"]:
-            self.best = {"error": res["error"], "update": update}
+        if res["error"] < self.book.best["error"]:
+            self.book.best = {"error": res["error"], "update": update}
             self.run.save_best(update, self.state(), {"error": res["error"]})
 
     # ------------------------------------------------------------------ the end
@@ -399,14 +386,14 @@ class SoftTrainer:
         test_eval = SoftEvaluator(cfg, self.task, run.device, "test", cfg.test_size)
         test = test_eval(self.model)
         costs = model_costs(self.model, self.task)
-        wall = self.elapsed_before + run.elapsed()
+        wall = self.book.wall()
         report = {
             "env": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
-            "val_error_pct": self.best["error"], "best_update": self.best["update"],
+            "val_error_pct": self.book.best["error"], "best_update": self.book.best["update"],
             "test_error_pct": test["error"], "test_size": cfg.test_size,
             "images": self.images(cfg.n_updates), "wall_s": wall,
             "images_per_s": self.images(cfg.n_updates - run.start_update) / run.elapsed(),
-            "nonfinite_steps": self.nonfinite, "device": str(run.device),
+            "nonfinite_steps": self.book.nonfinite, "device": str(run.device),
             "run_dir": str(run.dir), **costs,
         }
         log = run.logger

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from collections.abc import Callable
 
@@ -20,6 +19,7 @@ from hardattn.diagnostics import gradient_statistics
 from . import distributed
 from .ram_common import Evaluator, Rollout, glimpse_paths_image, make_env, rollout
 from .run import Run
+from .trainer_state import TrainerState, env_stream, torch_stream
 
 
 class Trainer:
@@ -30,8 +30,9 @@ class Trainer:
         self.run, self.cfg, self.env, self.model = run, run.cfg, env, model
         self.optimizer, self.noise, self.baselines = optimizer, noise, baselines
         self.val = Evaluator(self.cfg, run.device, "val", self.cfg.eval_size)
-        self.best = {"error": math.inf, "update": -1}
-        self.nonfinite = 0
+        self.book = TrainerState(run, model, optimizer, {"noise": torch_stream(noise),
+                                                         "env_np_random": env_stream(env)},
+                                 baselines)
         self.last_update = run.start_update - 1
         self.last_val: dict = {}
         self.postfix: dict = {}
@@ -45,25 +46,10 @@ class Trainer:
         return updates * self.cfg.batch_size
 
     def state(self) -> dict:
-        return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "noise": self.noise.get_state(),
-            "env_np_random": self.env.np_random.bit_generator.state,
-            "baselines": {k: b.state_dict() for k, b in self.baselines.items()},
-            "best": dict(self.best), "nonfinite": self.nonfinite, "rng": ckpt.rng_state(),
-        }
+        return self.book.state_dict()
 
     def _restore(self, s: dict) -> None:
-        self.model.load_state_dict(s["model"])
-        self.optimizer.load_state_dict(s["optimizer"])
-        self.noise.set_state(s["noise"].to(torch.uint8).cpu())
-        self.env.np_random.bit_generator.state = s["env_np_random"]
-        for k, b in self.baselines.items():
-            b.load_state_dict(s["baselines"][k])
-        self.best, self.nonfinite = dict(s["best"]), s["nonfinite"]
-        if not (self.run.ckpt_dir / "best.pt").exists():  # lost: selection restarts from here
-            self.best = {"error": math.inf, "update": -1}
-        ckpt.set_rng_state(s["rng"])
+        self.book.load_state_dict(s)
         if distributed.rank() > 0:  # the checkpoint holds rank 0's streams: reseed the others
             seed = distributed.rank_seed(self.cfg.seed) + 7919 * self.run.start_update
             self.noise.manual_seed(seed + 1)
@@ -77,7 +63,7 @@ class Trainer:
         last = update == cfg.n_updates - 1
         step = self.images(update + 1)
         self.last_update = update
-        self.nonfinite += 0 if applied else 1
+        self.book.nonfinite += 0 if applied else 1
         if update % cfg.log_every == 0 or last:
             now = time.perf_counter()
             ips = (step - self._images_at_t) / max(now - self._t, 1e-9)
@@ -88,11 +74,11 @@ class Trainer:
                 log.record(f"train/{k}", v.detach())
             log.record("train/grad_norm", grad_norm)
             log.record("train/lr", self.optimizer.param_groups[0]["lr"])
-            log.record("train/nonfinite_steps", self.nonfinite)
+            log.record("train/nonfinite_steps", self.book.nonfinite)
             log.record("attention/location_std", ro.std.detach().mean())
             log.record("attention/mean_abs_location", ro.actions.abs().mean())
             log.record("time/images_per_s", ips)
-            log.record("time/elapsed_s", self.run.elapsed())
+            log.record("time/elapsed_s", self.book.wall())
             log.dump(step)
             self.postfix["img/s"] = f"{ips:.0f}"
         if update % cfg.image_every == 0 or last:
@@ -118,8 +104,8 @@ class Trainer:
                   glimpse_paths_image(self.val.images[:8], res["locs"], self.env.cfg), step)
         self.last_val = res
         self.postfix["val_acc"] = f"{res['accuracy']:.2f}"
-        if res["error"] < self.best["error"]:
-            self.best = {"error": res["error"], "update": update}
+        if res["error"] < self.book.best["error"]:
+            self.book.best = {"error": res["error"], "update": update}
             self.run.save_best(update, self.state(), {"error": res["error"]})
 
     def grad_stats(self, update: int, std: float | None, loss_fn) -> dict[str, float]:
@@ -156,11 +142,11 @@ class Trainer:
         test = Evaluator(cfg, run.device, "test", cfg.test_size)(self.model)
         report = {
             "env": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
-            "val_error_pct": self.best["error"], "best_update": self.best["update"],
+            "val_error_pct": self.book.best["error"], "best_update": self.book.best["update"],
             "test_error_pct": test["error"], "test_size": cfg.test_size,
-            "images": self.images(cfg.n_updates), "wall_s": run.elapsed(),
+            "images": self.images(cfg.n_updates), "wall_s": self.book.wall(),
             "images_per_s": self.images(cfg.n_updates - run.start_update) / run.elapsed(),
-            "nonfinite_steps": self.nonfinite, "device": str(run.device),
+            "nonfinite_steps": self.book.nonfinite, "device": str(run.device),
             "run_dir": str(run.dir),
         }
         log = run.logger
