@@ -27,6 +27,8 @@ MODES = ("hard", "soft")
 # ignore it and open a parallel region for any input; on a loaded 2-core machine waking the
 # pool costs milliseconds: with 2 threads the single env ran 300-900 steps/s instead of ~6000.
 _SERIAL_NUMEL = 32768
+_BUILD_IMAGES = 64  # CPU build chunk (images)
+_READ_ROWS = 256  # CPU read chunk (rows of the batch)
 
 
 @contextlib.contextmanager
@@ -98,10 +100,13 @@ class Pyramid:
         # Index constants of read_pyramid, made once per pyramid rather than once per read.
         dev, S, p = self.maps.device, self.scales, self.patch
         k = self.scale_factor ** torch.arange(S, device=dev)  # (S,)
-        half = (p * k).to(torch.float64)[None] / 2.0  # (1, S)
-        step = torch.arange(p + 1, device=dev)[None, None, :] * k[None, :, None]  # (1, S, p+1)
+        half = (p * k).to(torch.float64)[None, None, :] / 2.0  # (1, 1, S)
+        size = torch.tensor([self.width, self.height], device=dev)  # (2,) as loc's (x, y)
+        centre = (size.to(torch.float64) / 2.0)[None, :, None]  # (1, 2, 1) pixels per unit
+        step = torch.arange(p + 1, device=dev)[None, None, :] * k[:, None]  # (1, S, p+1)
+        hi = size[None, :, None, None]  # (1, 2, 1, 1): corners clamp to [0, W] and [0, H]
         area = (k * k).to(torch.float64)[None, None, :, None, None]  # (1, 1, S, 1, 1)
-        return half, step, area
+        return half, centre, step, hi, area
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -143,9 +148,14 @@ def build_pyramid(images: torch.Tensor, patch: int, scales: int, scale_factor: i
     with _serial_on_cpu(images):
         table[:, :, 0, :] = 0.0
         table[:, :, :, 0] = 0.0
-        inner = table[:, :, 1:, 1:]  # (B, C, H, W) view
-        inner.copy_(images)  # to float64
-        inner.cumsum_(2).cumsum_(3)
+        # On CPU, chunks of images stay in cache through the copy and both sums (2x faster
+        # at N=4096 on cluttered60 than three passes over the batch); the GPU takes the
+        # batch at once.
+        chunk = B if images.is_cuda else _BUILD_IMAGES
+        for s in range(0, B, chunk):
+            inner = table[s:s + chunk, :, 1:, 1:]  # (b, C, H, W) view
+            inner.copy_(images[s:s + chunk])  # to float64
+            inner.cumsum_(2).cumsum_(3)
     if out is not None and maps is out.maps:
         return out  # keeps its cached read constants
     return Pyramid(maps, H, W, patch, scales, scale_factor, images.dtype)
@@ -155,23 +165,37 @@ def read_pyramid(pyr: Pyramid, loc: torch.Tensor) -> torch.Tensor:
     """Hard glimpses at ``loc``: every scale in one gather, ``(B, scales, C, patch, patch)``."""
     B, C = pyr.maps.shape[:2]
     S, p, H, W = pyr.scales, pyr.patch, pyr.height, pyr.width
-    half, step, area = pyr._consts
-    loc64 = loc.detach().to(torch.float64)  # (B, 2) = (x, y)
+    half, centre, step, hi, area = pyr._consts
     # Snap: the square of side p*k starts at floor(centre - p*k/2 + 0.5) (see crop_origin).
-    x0 = torch.floor((loc64[:, 0:1] + 1.0) * (W / 2.0) - half + 0.5)  # (B, S)
-    y0 = torch.floor((loc64[:, 1:2] + 1.0) * (H / 2.0) - half + 0.5)  # (B, S)
+    origin = torch.floor((loc.detach().to(torch.float64)[:, :, None] + 1.0) * centre
+                         - half + 0.5)  # (B, 2, S) as (x, y)
     lim = float(p * pyr.scale_factor ** (S - 1) + H + W)  # far origins stay in int64 range
-    x0, y0 = x0.clamp_(-lim, lim).long(), y0.clamp_(-lim, lim).long()
+    origin = origin.clamp_(-lim, lim).long()
     # Block corners clamped into the table = zero padding: a block's sum over the image is
     # T[r1, c1] - T[r0, c1] - T[r1, c0] + T[r0, c0] with every corner clamped to [0, H/W].
-    r = torch.clamp(y0[:, :, None] + step, min=0, max=H)  # (B, S, p+1)
-    c = torch.clamp(x0[:, :, None] + step, min=0, max=W)  # (B, S, p+1)
+    corner = torch.minimum((origin[..., None] + step).clamp_(min=0), hi)  # (B, 2, S, p+1)
+    c, r = corner[:, 0], corner[:, 1]  # (B, S, p+1) columns (x) and rows (y)
     idx = r[..., :, None] * (W + 1) + c[..., None, :]  # (B, S, p+1, p+1)
     q = S * (p + 1) * (p + 1)
-    v = torch.gather(pyr.maps, 2, idx.view(B, 1, q).expand(B, C, q))  # (B, C, q)
-    v = v.view(B, C, S, p + 1, p + 1)
-    sums = v[..., 1:, 1:] - v[..., :-1, 1:] - v[..., 1:, :-1] + v[..., :-1, :-1]  # (B,C,S,p,p)
-    return (sums / area).to(pyr.dtype).transpose(1, 2)  # (B, S, C, p, p)
+    idx = idx.view(B, 1, q)
+    if B <= _READ_ROWS or pyr.maps.is_cuda:
+        return _block_means(pyr.maps, idx, S, p, area).to(pyr.dtype).transpose(1, 2)
+    out = torch.empty(B, C, S, p, p, dtype=pyr.dtype, device=pyr.maps.device)
+    # On CPU, chunks of rows keep the float64 temporaries in cache (4x faster at N=4096).
+    for s in range(0, B, _READ_ROWS):
+        out[s:s + _READ_ROWS] = _block_means(pyr.maps[s:s + _READ_ROWS],
+                                             idx[s:s + _READ_ROWS], S, p, area)
+    return out.transpose(1, 2)  # (B, S, C, p, p)
+
+
+def _block_means(maps: torch.Tensor, idx: torch.Tensor, S: int, p: int,
+                 area: torch.Tensor) -> torch.Tensor:
+    """Block means from table ``maps (b, C, L)`` at corner indices ``idx (b, 1, q)``."""
+    b, C = maps.shape[:2]
+    v = torch.gather(maps, 2, idx.expand(b, C, idx.shape[2]))  # (b, C, q)
+    v = v.view(b, C, S, p + 1, p + 1)
+    rows = v[..., 1:, :] - v[..., :-1, :]  # (b, C, S, p, p+1): column sums of blocks
+    return (rows[..., 1:] - rows[..., :-1]) / area  # (b, C, S, p, p) float64
 
 
 def _soft_glimpse(images: torch.Tensor, loc: torch.Tensor, patch: int, scales: int,
