@@ -54,6 +54,7 @@ from typing import Literal
 import torch
 
 from hardattn import checkpoint as ckpt
+from hardattn.benchmarking import check_run_settings
 from hardattn.config import SOFT_AGENTS, TrainConfig
 
 from . import soft_common as sc
@@ -72,8 +73,6 @@ HARD_AGENTS = ("reinforce", "actor-critic")
 COMPARABLE = HARD_AGENTS + SOFT_AGENTS
 PRESET_ENVS = {"mnist28": "GlimpseMNIST-v0", "translated60": "GlimpseTranslated60-v0",
                "cluttered60": "GlimpseCluttered60-v0", "cluttered100": "GlimpseCluttered100-v0"}
-# Fields that may differ when a run folder is reused (they do not change what is trained).
-FREE_FIELDS = {"progress", "resume", "run_dir", "threads", "device", "from_run"}
 
 
 
@@ -184,19 +183,6 @@ class CompareConfig:
 # ----------------------------------------------------------------------------- the matrix
 
 
-def _check_same(run_dir: Path, want: TrainConfig) -> None:
-    recorded = run_dir / "config.json"
-    if not recorded.is_file():
-        return
-    have = json.loads(recorded.read_text())
-    diff = {k: (have.get(k), v) for k, v in want.to_dict().items()
-            if k not in FREE_FIELDS and have.get(k) != v}
-    if diff:
-        shown = ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(f"run folder {str(run_dir)!r} was trained with {shown}; use another "
-                         f"--out or delete that run folder")
-
-
 def ensure_run(cfg: TrainConfig) -> dict:
     """Train run ``cfg.run_dir`` unless it finished; resume it when it has a checkpoint.
 
@@ -206,7 +192,7 @@ def ensure_run(cfg: TrainConfig) -> dict:
     from .run import train
 
     run_dir = Path(cfg.run_dir)
-    _check_same(run_dir, cfg)
+    check_run_settings(run_dir, cfg.to_dict(), fix="use another --out")
     timing = run_dir / "compare_time.json"
     report_file = run_dir / "report.json"
     trained = False

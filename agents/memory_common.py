@@ -112,10 +112,13 @@ def repeat_state(state, k: int):
 
 
 def env_kwargs(cfg: TrainConfig, T: int | None = None) -> dict:
-    """Constructor kwargs of ``cfg.env`` (CopyMemory: the delay ``T`` when given)."""
+    """Constructor kwargs of ``cfg.env``: CopyMemory's delay ``T`` (``T`` or ``--memory-T``),
+    AssociativeRecall's ``n_pairs`` (``--memory-pairs``), when given."""
     T = cfg.memory_T if T is None else T
     if "CopyMemory" in cfg.env_id and T is not None:
         return {"T": T}
+    if "AssociativeRecall" in cfg.env_id and cfg.memory_pairs is not None:
+        return {"n_pairs": cfg.memory_pairs}
     return {}
 
 

@@ -16,40 +16,10 @@ from pathlib import Path
 
 import torch
 
-from hardattn.benchmarking import result, write_results
+from hardattn.benchmarking import check_run_settings, result, write_results
 from hardattn.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-# Fields that change what a run learns; the others (device, threads, logging) do not.
-SETTINGS = ("agent", "env", "seed", "epochs", "batch_size", "lr", "n_glimpses", "patch",
-            "scales", "core", "core_hidden", "glimpse_hidden", "what_hidden", "where_hidden",
-            "std", "baseline")
-
-
-def check_same_settings(run_dir: Path, fields: dict) -> None:
-    """Refuse to reuse or resume a run folder trained with other settings.
-
-    Raises:
-        ValueError: naming each differing field, its stored and requested values, and the
-            fixes (the original flags, another ``--runs`` folder, or deleting the folder).
-    """
-    stored_file = run_dir / "config.json"
-    if not stored_file.is_file():
-        return
-    stored = json.loads(stored_file.read_text())
-    want = dataclasses.asdict(TrainConfig(**{k: v for k, v in fields.items()
-                                             if k != "run_dir"}))
-    diff = [f"{k}={stored.get(k)!r} (asked: {want[k]!r})" for k in SETTINGS
-            if k in want and stored.get(k) != want[k]]
-    if diff:
-        flags = " ".join(f"--{k.replace('_', '-')} {stored.get(k)}" for k in ("epochs",
-                                                                               "batch_size")
-                         if k in [d.split("=")[0] for d in diff])
-        raise ValueError(f"{run_dir} was trained with {', '.join(diff)}; rerun with "
-                         f"{flags or 'its settings'}, pass another --runs folder, or delete "
-                         f"that folder")
 
 
 def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -> Path:
@@ -81,7 +51,7 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
                       "agent": agent, "env": env, "seed": seed, "epochs": args.epochs,
                       "device": args.device, "run_dir": str(run_dir),
                       "threads": args.threads, "batch_size": args.batch_size}
-            check_same_settings(run_dir, fields)
+            check_run_settings(run_dir, TrainConfig(**fields).to_dict())
             if report_file.exists():  # resumable: finished runs are not trained again
                 reports.append(json.loads(report_file.read_text()))
                 continue

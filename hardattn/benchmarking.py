@@ -91,3 +91,34 @@ def write_results(name: str, results: list[dict[str, Any]], wall_s: float,
     tmp.write_text(json.dumps(blob, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+# Fields that may differ when a run folder is reused: they do not change what is trained.
+FREE_FIELDS = frozenset({"progress", "resume", "run_dir", "threads", "device", "from_run"})
+
+
+def check_run_settings(run_dir: Path | str, want: dict[str, Any],
+                       fix: str = "pass another --runs folder") -> None:
+    """Refuse to reuse or resume a run folder that was trained with other settings.
+
+    Benchmarks reuse finished runs (their ``report.json``) and resume interrupted ones; a
+    folder trained for another budget or batch must not be reported under the new flags.
+
+    Args:
+        run_dir: the run folder (its ``config.json`` is what it was trained with).
+        want: the fields of the ``TrainConfig`` about to be reused (``to_dict()``).
+        fix: the command-line remedy named in the error besides deleting the folder.
+
+    Raises:
+        ValueError: naming every differing field with its stored and requested values.
+    """
+    recorded = Path(run_dir) / "config.json"
+    if not recorded.is_file():
+        return
+    have = json.loads(recorded.read_text())
+    diff = {k: (have.get(k), v) for k, v in want.items()
+            if k not in FREE_FIELDS and have.get(k) != v}
+    if diff:
+        shown = ", ".join(f"{k}={a!r} (asked: {b!r})" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(f"run folder {str(run_dir)!r} was trained with {shown}; rerun with its "
+                         f"settings, {fix}, or delete that folder")

@@ -150,6 +150,9 @@ class TrainConfig:
     eval_T: int | None = None
     """Memory agents on CopyMemory-v0: the delay T of the validation and test episodes; None =
     --memory-T (generalisation to other delays otherwise)."""
+    memory_pairs: int | None = None
+    """Memory agents on AssociativeRecall-v0: N, the key -> value pairs of an episode (at most
+    26, the key alphabet); None = the env's default (8)."""
     rb_top_k: int = 0
     """hard-read: the Rao-Blackwellised top-k sum-and-sample estimator of the address gradient
     (the k most probable cells summed exactly through one-step counterfactual reads, one more
@@ -281,6 +284,13 @@ class TrainConfig:
         for name in ("memory_T", "eval_T"):
             if getattr(self, name) is not None:
                 positive_int(name)
+        if self.memory_pairs is not None:
+            need("AssociativeRecall" in self.env,
+                 f"--memory-pairs={self.memory_pairs} is for --env AssociativeRecall-v0, not "
+                 f"{self.env!r}")
+            positive_int("memory_pairs")
+            need(self.memory_pairs <= 26, f"--memory-pairs={self.memory_pairs}: at most 26 "
+                 f"distinct keys can be drawn (the key alphabet); use 1..26")
         for name in ("sab_k_top", "sab_k_att", "sab_k_trunc"):
             positive_int(name)
         positive_int("rb_top_k", allow_zero=True)

@@ -122,7 +122,7 @@ def test_a_run_folder_of_another_config_is_refused(data_root, tmp_path):
     from hardattn.agents.compare import compare
 
     compare(tiny(tmp_path, agents="mlp", seeds=1))
-    with pytest.raises(ValueError, match="lr=0.001 \\(now 0.01\\)"):
+    with pytest.raises(ValueError, match="lr=0.001 \\(asked: 0.01\\)"):
         compare(tiny(tmp_path, agents="mlp", seeds=1, lr=0.01))
 
 

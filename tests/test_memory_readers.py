@@ -192,6 +192,20 @@ def test_associative_recall_and_eval_T(tmp_path):
     assert rep["T"] == 5 and rep["eval_T"] == 8
 
 
+def test_memory_pairs_sets_associative_recall_n_and_is_recorded(tmp_path):
+    # Regression: N of AssociativeRecall could not be set through the config (the benchmark
+    # patched the env factory instead, and the run folder did not record N).
+    from hardattn.agents.memory_common import make_env
+    from hardattn.agents.run import train
+
+    cfg = tiny(tmp_path, env="AssociativeRecall-v0", memory_T=None, memory_pairs=12,
+               total_images=16)
+    assert make_env(cfg, torch.device("cpu"), 2).cfg.n_pairs == 12
+    train(cfg)
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["memory_pairs"] == 12
+
+
 def test_cli_train(tmp_path):
     from hardattn.cli import main
 
@@ -209,6 +223,9 @@ def test_cli_train(tmp_path):
     (dict(agent="hard-read-ac", baseline="ema"), "--baseline"),
     (dict(agent="soft-read", samples_per_image=2, batch_size=8), "--samples-per-image"),
     (dict(agent="reinforce", env="GlimpseMNIST-v0", memory_T=5), "--memory-T"),
+    (dict(memory_pairs=4), "--memory-pairs"),  # CopyMemory has no pairs
+    (dict(env="AssociativeRecall-v0", memory_T=None, memory_pairs=0), "--memory-pairs"),
+    (dict(env="AssociativeRecall-v0", memory_T=None, memory_pairs=27), "--memory-pairs"),
 ])
 def test_config_errors_name_the_field(tmp_path, kw, field):
     from hardattn.agents.run import registered_ids
