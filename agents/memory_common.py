@@ -85,7 +85,9 @@ class Scorer(nn.Module):
             s = torch.einsum("bd,bmd->bm", q, keys)
             return s / math.sqrt(self.d) if self.kind == "scaled" else s
         if self.kind == "general":
-            return torch.einsum("bd,bmd->bm", q, self.W(keys))
+            # q . (W k) = (W^T q) . k: one (B, d) x (d, d) product per step instead of W
+            # applied to every key (O(M d^2) per step for M cells).
+            return torch.einsum("bd,bmd->bm", q @ self.W.weight, keys)
         if self.kind == "additive":
             return self.v(torch.tanh(self.A(q)[:, None] + self.U(keys)))[..., 0]
         qk = torch.cat([q[:, None].expand_as(keys), keys], dim=-1)  # (B, M, 2d)

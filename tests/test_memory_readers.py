@@ -428,3 +428,29 @@ def test_hardattn_eval_scores_a_memory_run_like_its_report(tmp_path):
                    check=True, capture_output=True, text=True)
     ev = json.loads((tmp_path / "run" / "eval_test.json").read_text())
     assert ev["accuracy_pct"] == report["test_accuracy_pct"]
+
+
+@pytest.mark.parametrize("kind", ["dot", "scaled", "general", "additive", "concat"])
+def test_read_scores_match_their_definitions(kind):
+    from hardattn.agents.memory_common import Scorer
+
+    torch.manual_seed(0)
+    B, M, d = 3, 7, 5
+    sc = Scorer(kind, d)
+    q, k = torch.randn(B, d, dtype=torch.float64), torch.randn(B, M, d, dtype=torch.float64)
+    sc = sc.double()
+    want = torch.empty(B, M, dtype=torch.float64)
+    for b in range(B):  # one cell at a time, as the definitions in memory_readers read
+        for m in range(M):
+            qb, km = q[b], k[b, m]
+            if kind == "dot":
+                want[b, m] = qb @ km
+            elif kind == "scaled":
+                want[b, m] = qb @ km / d**0.5
+            elif kind == "general":
+                want[b, m] = qb @ (sc.W.weight @ km)
+            elif kind == "additive":
+                want[b, m] = sc.v(torch.tanh(sc.A(qb) + sc.U(km)))[0]
+            else:
+                want[b, m] = sc.v(torch.relu(sc.W(torch.cat([qb, km]))))[0]
+    torch.testing.assert_close(sc(q, k), want)
