@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -31,27 +30,21 @@ import torch
 from hardattn.benchmarking import result, write_results
 from hardattn.config import TrainConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import memory_copy as mcb  # noqa: E402  (the CopyMemory benchmark's settings and helpers)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _memory_copy():
-    spec = importlib.util.spec_from_file_location(
-        "_memory_copy_bench", Path(__file__).resolve().parent / "memory_copy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def main(argv: list[str] | None = None) -> Path:
-    mcb = _memory_copy()
     p = argparse.ArgumentParser(description="memory readers on AssociativeRecall: accuracy vs N")
     p.add_argument("--agents", default="hard-read,soft-read", help="comma-separated agents")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     p.add_argument("--N", default="6,12,24", help="numbers of key -> value pairs")
     p.add_argument("--episodes", type=int, default=19_200, help="training episodes per run")
     p.add_argument("--read-score", default="dot", help="read score of the readers")
-    p.add_argument("--eval-size", type=int, default=1000)
-    p.add_argument("--test-size", type=int, default=2000)
+    p.add_argument("--eval-size", type=int, default=1000, help="validation episodes")
+    p.add_argument("--test-size", type=int, default=2000, help="test episodes (scored once)")
     p.add_argument("--eval-every", type=int, default=50, help="validate every N updates")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: all cores)")

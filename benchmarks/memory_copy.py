@@ -144,8 +144,10 @@ def main(argv: list[str] | None = None) -> Path:
                    help="episodes per evaluation batch of the transfer scores")
     p.add_argument("--episodes", default="20000",
                    help="training episodes per run; or per T: 100:9600,300:3840")
-    p.add_argument("--eval-size", type=int, default=DEFAULTS["eval_size"])
-    p.add_argument("--test-size", type=int, default=DEFAULTS["test_size"])
+    p.add_argument("--eval-size", type=int, default=DEFAULTS["eval_size"],
+                   help="validation episodes")
+    p.add_argument("--test-size", type=int, default=DEFAULTS["test_size"],
+                   help="test episodes (scored once)")
     p.add_argument("--eval-every", type=int, default=DEFAULTS["eval_every"],
                    help="validate every N updates")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import statistics
 import sys
 import time
@@ -39,13 +38,8 @@ import torch
 from hardattn.benchmarking import result, write_results
 from hardattn.config import TrainConfig
 
-
-def _memory_copy():
-    spec = importlib.util.spec_from_file_location(
-        "_memory_copy_bench", Path(__file__).resolve().parent / "memory_copy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import memory_copy as mcb  # noqa: E402  (the CopyMemory benchmark's settings and helpers)
 
 
 def measure(cfg: TrainConfig, repeats: int) -> dict:
@@ -86,7 +80,6 @@ def measure(cfg: TrainConfig, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    mcb = _memory_copy()
     p = argparse.ArgumentParser(description="memory readers: ms and cells read per step vs T")
     p.add_argument("--agents", default="hard-read,soft-read,sab", help="comma-separated agents")
     p.add_argument("--T", default="100,300,1000,3000", help="CopyMemory delays")
