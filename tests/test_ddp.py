@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import pytest
 import torch
@@ -96,6 +97,16 @@ def _one_step_worker(rank: int, world: int, init: str, out: str, agent: str) -> 
     assert applied
     torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
     distributed.cleanup()
+    _exit_cleanly()
+
+
+def _exit_cleanly() -> None:
+    # gloo's background threads can abort ("terminate called without an active exception")
+    # during interpreter teardown of a spawned worker, after its work is done and saved;
+    # leave without that teardown so the exit code reflects the work (0 here).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _cat_rollouts(a, b):
@@ -147,6 +158,7 @@ def _train_worker(rank: int, world: int, init: str, cfg: TrainConfig) -> None:
     from hardattn.agents.run import train
 
     train(cfg)  # raises in assert_in_sync if the ranks' weights ever differ at a checkpoint
+    _exit_cleanly()  # only reached when training succeeded
 
 
 def _spawn_train(tmp_path, name: str, cfg: TrainConfig) -> None:
