@@ -82,6 +82,7 @@ def train(cfg: TrainConfig) -> dict:
         task = task_config(cfg)
         torch.manual_seed(cfg.seed)  # initial weights
         model = make_model(cfg, task).to(dev)
+        run.init_weights(model)  # --init-from (fine-tuning, curricula)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         canvases = CanvasStream(task, dev, cfg.seed)  # fresh training canvases
         noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # unused: no sampling

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from hardattn.envs.glimpse_task import GlimpseConfig
 from torch import nn
 
 from hardattn import checkpoint as ckpt
 from hardattn import sensors
 from hardattn.config import SOFT_AGENTS, TrainConfig
+from hardattn.envs.glimpse_task import GlimpseConfig
 
 from . import soft_common as sc
 

@@ -30,6 +30,9 @@ class EvalConfig:
     """auto, cpu, cuda or cuda:N."""
     out: str | None = None
     """Folder for eval_<split>.json and the glimpse-path PNG (default: the run folder)."""
+    eval_T: int | None = None
+    """CopyMemory runs: score at this delay instead of the trained one (transfer to longer
+    sequences, SAB's table); writes eval_<split>_T<eval_T>.json."""
 
 
 def evaluate(cfg: EvalConfig) -> dict:
@@ -46,6 +49,13 @@ def evaluate(cfg: EvalConfig) -> dict:
                          f"holds the validation-selected test error (hardattn eval reads .pt)")
     state = ckpt.load_checkpoint(path)
     train_cfg = TrainConfig.from_dict(state["config"])
+    if cfg.eval_T is not None and not (train_cfg.agent in MEMORY_AGENTS
+                                       and "CopyMemory" in train_cfg.env_id):
+        raise ValueError(f"--eval-T={cfg.eval_T} is for CopyMemory runs of the memory agents; "
+                         f"{str(path)!r} is --agent {train_cfg.agent} on {train_cfg.env_id}: "
+                         f"leave --eval-T out")
+    if cfg.eval_T is not None and (isinstance(cfg.eval_T, bool) or cfg.eval_T < 1):
+        raise ValueError(f"--eval-T={cfg.eval_T!r} must be an integer >= 1")
     if train_cfg.agent in SOFT_AGENTS:
         return _evaluate_backprop(cfg, path, state, train_cfg)
     if train_cfg.agent in MEMORY_AGENTS:
@@ -71,7 +81,11 @@ def _report(cfg: EvalConfig, path: Path, state: dict, res: dict, picture) -> dic
               "accuracy_pct": res["accuracy"], "update": state.get("update")}
     if "ce" in res:
         report["ce"] = res["ce"]
-    (out_dir / f"eval_{cfg.split}.json").write_text(json.dumps(report, indent=2) + "\n")
+    name = f"eval_{cfg.split}"
+    if cfg.eval_T is not None:
+        report["eval_T"] = cfg.eval_T
+        name += f"_T{cfg.eval_T}"
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,8 +94,10 @@ def _report(cfg: EvalConfig, path: Path, state: dict, res: dict, picture) -> dic
     if picture is not None:  # memory readers have no picture
         plt.imsave(out_dir / f"eval_{cfg.split}_glimpses.png", picture)
     mc = "" if cfg.mc_samples == 1 else f", {cfg.mc_samples} MC samples"
-    print(f"hardattn eval: {cfg.split} error {res['error']:.2f}% on {cfg.n} canvases "
-          f"(deterministic policy{mc}); wrote {out_dir / f'eval_{cfg.split}.json'}")
+    what = "canvases" if picture is not None else "episodes" + (
+        f" of delay T={cfg.eval_T}" if cfg.eval_T is not None else "")
+    print(f"hardattn eval: {cfg.split} error {res['error']:.2f}% on {cfg.n} {what} "
+          f"(deterministic policy{mc}); wrote {out_dir / f'{name}.json'}")
     return report
 
 
@@ -112,8 +128,9 @@ def _evaluate_memory(cfg: EvalConfig, path: Path, state: dict, train_cfg: TrainC
         raise ValueError(f"--mc-samples={cfg.mc_samples}: memory readers are scored with argmax "
                          f"reads; use --mc-samples 1")
     device = resolve_device(cfg.device)
+    over = {"eval_T": cfg.eval_T} if cfg.eval_T is not None else {}
     batch_cfg = TrainConfig.from_dict({**train_cfg.to_dict(),
-                                       "eval_batch": min(train_cfg.eval_batch, cfg.n)})
+                                       "eval_batch": min(train_cfg.eval_batch, cfg.n), **over})
     model = mr.make_model(batch_cfg, mc.make_env(batch_cfg, device, 1)).to(device)
     model.load_state_dict(state["model"])
     res = mc.MemoryEvaluator(batch_cfg, device, cfg.split, cfg.n)(model, mr.rollout)

@@ -24,11 +24,11 @@ import math
 import time
 
 import gymnasium as gym
-import hardattn.envs  # noqa: F401  (registers the env ids)
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import hardattn.envs  # noqa: F401  (registers the env ids)
 from hardattn import checkpoint as ckpt
 from hardattn.config import TrainConfig
 

@@ -18,7 +18,9 @@ Agents (``hardattn train --agent ... --env CopyMemory-v0 | AssociativeRecall-v0`
 
 The controller (``--core gru | lstm | rnn``, width ``--core-hidden``) sees at step ``t`` the
 input of step ``t``, the content of the cell it read (the env's ``read`` observation for the
-hard readers; its own weighted sum for the soft reader) and a sinusoidal code of ``t``. The
+hard readers; its own weighted sum for the soft reader) and a sinusoidal code of ``t``
+(``--time-code none`` zeroes that clock wherever it enters, so nothing learned depends on the
+absolute step: CopyMemory policies learned at one delay then carry further). The
 memory is the past inputs, as the env defines it: cell ``i`` holds the input of step ``i``;
 its key is ``W_k [embed_key(input_i); pos(i)]``, its value (what a read returns) ``embed_read``
 of its content, so a one-hot soft read equals the hard read of the same cell. The output
@@ -83,8 +85,10 @@ class MemoryReader(nn.Module):
 
     def __init__(self, input_nvec: tuple[int, ...], n_cells: int, n_out: int, hidden: int,
                  core: str = "gru", score: str = "general", mode: str = "hard",
-                 k_top: int = 5, k_att: int = 1, k_trunc: int = 10) -> None:
+                 k_top: int = 5, k_att: int = 1, k_trunc: int = 10,
+                 time_code: str = "absolute") -> None:
         super().__init__()
+        self.time_code = time_code
         self.k_top, self.k_att, self.k_trunc = k_top, k_att, k_trunc
         self.n_cells, self.hidden, self.mode, self.core_kind = n_cells, hidden, mode, core
         d = hidden
@@ -104,9 +108,17 @@ class MemoryReader(nn.Module):
         h = torch.zeros(B, self.hidden, device=device)
         return (h, torch.zeros_like(h)) if self.core_kind == "lstm" else h
 
+    def clock(self, t: int, B: int, device: torch.device) -> torch.Tensor:
+        """The time code of step ``t`` that the controller, query and value head see,
+        ``(B, POS_DIM)``: sinusoidal, or zeros with ``time_code="none"`` (same shapes, so
+        weights move between the two)."""
+        if self.time_code == "none":
+            return torch.zeros(B, POS_DIM, device=device)
+        return positions(t, device=device).expand(B, POS_DIM)
+
     def advance(self, x: torch.Tensor, read_vec: torch.Tensor, t: int, state):
         """One controller step; returns ``(h (B, d), state)``."""
-        pos = positions(t, device=x.device).expand(x.shape[0], POS_DIM)
+        pos = self.clock(t, x.shape[0], x.device)
         inp = torch.cat([self.embed_in(x), read_vec, pos], dim=-1)
         state = self.core(inp, state)
         return (state[0] if self.core_kind == "lstm" else state), state
@@ -118,12 +130,12 @@ class MemoryReader(nn.Module):
 
     def address_logits(self, h: torch.Tensor, t: int, keys: torch.Tensor) -> torch.Tensor:
         """Scores of the ``M`` cells written so far, ``(B, M)``."""
-        pos = positions(t, device=h.device).expand(h.shape[0], POS_DIM)
+        pos = self.clock(t, h.shape[0], h.device)
         return self.scorer(self.query(torch.cat([h, pos], dim=-1)), keys)
 
     def baseline(self, h: torch.Tensor, t: int) -> torch.Tensor:
         """Value / baseline on the detached controller state, ``(B,)``."""
-        pos = positions(t, device=h.device).expand(h.shape[0], POS_DIM)
+        pos = self.clock(t, h.shape[0], h.device)
         return self.value(torch.cat([h.detach(), pos], dim=-1))[:, 0]
 
 
@@ -396,7 +408,7 @@ def loss_terms(cfg: TrainConfig, ro: MemoryRollout, baselines: dict) -> dict[str
 def make_model(cfg: TrainConfig, env) -> MemoryReader:
     return MemoryReader(env.cfg.input_nvec, env.cfg.n_cells, env.cfg.n_out, cfg.core_hidden,
                         cfg.core, cfg.read_score, MODES[cfg.agent], cfg.sab_k_top,
-                        cfg.sab_k_att, cfg.sab_k_trunc)
+                        cfg.sab_k_att, cfg.sab_k_trunc, cfg.time_code)
 
 
 def safe_step(losses: dict, model: nn.Module, optimizer, cfg: TrainConfig) -> tuple[bool, float]:
@@ -445,6 +457,7 @@ def train(cfg: TrainConfig) -> dict:
         torch.manual_seed(cfg.seed)  # initial weights
         env = make_env(cfg, dev, cfg.batch_size)
         model = make_model(cfg, env).to(dev)
+        run.init_weights(model)  # --init-from (fine-tuning, curricula)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         baselines = {"ema": est.EMABaseline(cfg.ema_decay),
                      "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}

@@ -69,6 +69,7 @@ def train(cfg: TrainConfig) -> dict:
         torch.manual_seed(cfg.seed)  # initial weights
         env = make_env(cfg, dev, cfg.batch_size)
         model = make_model(cfg, env).to(dev)
+        run.init_weights(model)  # --init-from (fine-tuning, curricula)
         distributed.broadcast_model(model)  # data-parallel (torchrun): same start everywhere
         distributed.average_gradients(model)  # ... and gradients averaged in backward
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

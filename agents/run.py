@@ -58,6 +58,21 @@ class TrainingInterrupted(SystemExit):
         return self.message
 
 
+def _init_weights(target: str) -> tuple[Path, dict]:
+    """The checkpoint that ``--init-from`` names: a file, or a run folder's ``best.pt`` (its
+    latest checkpoint when it has no best yet)."""
+    path = Path(target)
+    best = path / "checkpoints" / "best.pt"
+    try:
+        if path.is_dir() and best.is_file():
+            return best, ckpt.load_checkpoint(best)
+        state, found = ckpt.load_latest(path)
+        return found, state
+    except ckpt.CheckpointError as exc:
+        raise ValueError(f"--init-from={target!r}: {exc}; give a checkpoint file or a run "
+                         f"folder written by hardattn train") from exc
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -99,6 +114,10 @@ class Run:
             print(f"hardattn: resuming from {path} (update {self.state['update']})")
         cfg.validate(registered_ids(cfg.agent))
         self.cfg = cfg
+        # --init-from: read the weights now, so a bad path fails before the run folder exists.
+        # A resumed run takes its weights from its own checkpoint instead.
+        self._init = _init_weights(cfg.init_from) if cfg.init_from and self.state is None \
+            else None
         self.device = resolve_device(cfg.device)
         # torchrun: join the process group; rank 0 alone writes the run folder.
         distributed.setup(self.device)
@@ -141,6 +160,28 @@ class Run:
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         (self.dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    def init_weights(self, model: torch.nn.Module) -> None:
+        """Load the ``--init-from`` weights into a freshly built ``model`` (no-op without it).
+
+        Raises:
+            ValueError: the weights do not fit the model (another agent or other sizes).
+        """
+        if self._init is None:
+            return
+        path, state = self._init
+        self._init = None  # load once; frees the copy
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            src = state.get("config", {})
+            detail = str(exc).strip().splitlines()
+            raise ValueError(
+                f"--init-from={self.cfg.init_from!r}: the weights of {path} (agent "
+                f"{src.get('agent')!r}, env {src.get('env')!r}) do not fit --agent "
+                f"{self.cfg.agent} with these sizes ({' '.join(detail[:2])[:300]}); give a run "
+                f"of the same agent with the same network sizes") from exc
+        print(f"hardattn: initial weights from {path} (update {state.get('update')})")
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum, frame) -> None:

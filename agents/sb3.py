@@ -82,7 +82,6 @@ import math
 import signal
 import sys
 
-import hardattn.envs  # noqa: F401  (registers the env ids)
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -91,6 +90,7 @@ from stable_baselines3.common.logger import Logger as SB3Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+import hardattn.envs  # noqa: F401  (registers the env ids)
 from hardattn import checkpoint as ckpt
 from hardattn.config import TrainConfig
 

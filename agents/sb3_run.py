@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import gymnasium as gym
-import hardattn.envs  # noqa: F401  (registers the env ids)
 import numpy as np
 import torch
 from gymnasium.utils import seeding
@@ -21,6 +20,7 @@ from stable_baselines3.common.logger import Image, TensorBoardOutputFormat
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+import hardattn.envs  # noqa: F401  (registers the env ids)
 from hardattn import checkpoint as ckpt
 from hardattn import data
 from hardattn.config import TrainConfig

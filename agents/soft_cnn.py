@@ -37,8 +37,14 @@ from hardattn.networks import Core, RAMSpec
 
 from .ram_common import lr_at, safe_step
 from .run import Run
-from .soft_common import (CanvasStream, Look, SoftOutput, SoftTrainer, classification_losses,
-                          task_config)
+from .soft_common import (
+    CanvasStream,
+    Look,
+    SoftOutput,
+    SoftTrainer,
+    classification_losses,
+    task_config,
+)
 
 
 class Score(nn.Module):
@@ -159,6 +165,7 @@ def train(cfg: TrainConfig) -> dict:
         task = task_config(cfg)
         torch.manual_seed(cfg.seed)  # initial weights
         model = make_model(cfg, task).to(dev)
+        run.init_weights(model)  # --init-from (fine-tuning, curricula)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         canvases = CanvasStream(task, dev, cfg.seed)  # fresh training canvases
         noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # unused: deterministic reads

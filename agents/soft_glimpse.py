@@ -34,8 +34,16 @@ from hardattn.networks import Core, GlimpseNetwork, LocationHead, RAMSpec
 
 from .ram_common import lr_at, safe_step, std_at
 from .run import Run
-from .soft_common import (CanvasStream, Look, SoftOutput, SoftTrainer, classification_losses,
-                          first_locs, retina_macs, task_config)
+from .soft_common import (
+    CanvasStream,
+    Look,
+    SoftOutput,
+    SoftTrainer,
+    classification_losses,
+    first_locs,
+    retina_macs,
+    task_config,
+)
 
 
 class SoftGlimpseNet(nn.Module):
@@ -116,6 +124,7 @@ def train(cfg: TrainConfig) -> dict:
         task = task_config(cfg)
         torch.manual_seed(cfg.seed)  # initial weights
         model = make_model(cfg, task).to(dev)
+        run.init_weights(model)  # --init-from (fine-tuning, curricula)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         canvases = CanvasStream(task, dev, cfg.seed)  # fresh training canvases
         noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # 1st glimpse, noise

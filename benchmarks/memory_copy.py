@@ -11,7 +11,8 @@ test episodes scored once) and writes ONE ``benchmarks/results/copy_memory.json`
 Agents: the memory agents of ``hardattn train`` (``hard-read``, ``hard-read-ac``,
 ``soft-read``, ``sab``, ``memoryless``) and ``lstm``: the ``memoryless`` agent with an LSTM
 core, i.e. the plain recurrent controller trained by full backprop through time, without
-reads (labelled ``agent: lstm``, ``core: lstm``).
+reads (labelled ``agent: lstm``, ``core: lstm``); and ``hard-read-noclock``: ``hard-read`` with
+``--time-code none`` (no absolute clock, for transfer to longer delays; ``time_code: none``).
 
 Transfer (SAB's table): ``--transfer-T 200,500,1000`` takes the runs trained at
 ``--transfer-from`` (default: the smallest ``--T``), reloads each seed's validation-selected
@@ -21,6 +22,14 @@ model is never selected on the longer delays). ``--transfer-size`` test episodes
 delay; an entry ``T:n`` (``5000:32``) overrides it for that delay (the rollout costs
 O(L^2) per episode). Rows: the same metrics with ``eval_T`` > ``T`` and
 ``labels.eval_episodes``.
+
+Curriculum: ``--curriculum 20`` trains the agents at the warm-up delay 20 from scratch, then
+at each ``--T`` in ascending order, each stage initialised (``--init-from``) from the previous
+stage's validation-selected model of the same seed: 20 -> 100 -> 200 -> 300. Every stage is
+scored like a run from scratch (its own validation and test episodes at its own delay); its
+rows carry ``labels.curriculum`` (``"20>100>200"``: the stages up to this one; ``"none"`` for
+runs from scratch) and ``labels.episodes_total`` (the episodes of all stages so far). With
+``--curriculum-agents`` the ``--agents`` are trained from scratch as well.
 
 Run: ``python benchmarks/memory_copy.py --seeds 3 --T 100,200,300 --agents hard-read,soft-read
 --transfer-T 200,500,1000,2000,5000 [--episodes 20000 | --episodes 100:9600,300:3840]
@@ -57,7 +66,8 @@ DEFAULTS = dict(core="gru", core_hidden=64, batch_size=64, lr=3e-3, lr_decay=Fal
 AGENT_ONLY = {"entropy_coef": ("hard-read", "hard-read-ac"),
               "normalize_advantages": ("hard-read", "hard-read-ac")}
 # Benchmark agent names that are a memory agent with other fields.
-ALIASES = {"lstm": {"agent": "memoryless", "core": "lstm"}}
+ALIASES = {"lstm": {"agent": "memoryless", "core": "lstm"},
+           "hard-read-noclock": {"agent": "hard-read", "time_code": "none"}}
 
 
 def agent_fields(agent: str) -> dict:
@@ -104,11 +114,10 @@ def transfer_score(run_dir: Path, eval_T: int, n: int, batch: int, device: str) 
     cache = run_dir / f"transfer_T{eval_T}_n{n}.json"
     if cache.exists():
         return json.loads(cache.read_text())
+    from hardattn import checkpoint as ckpt
     from hardattn.agents import memory_common as mc
     from hardattn.agents import memory_readers as mr
     from hardattn.agents.run import resolve_device
-
-    from hardattn import checkpoint as ckpt
 
     dev = resolve_device(device)
     state = ckpt.load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=dev)
@@ -142,6 +151,15 @@ def main(argv: list[str] | None = None) -> Path:
                    help="test episodes per transfer delay (default 500)")
     p.add_argument("--transfer-batch", type=int, default=100,
                    help="episodes per evaluation batch of the transfer scores")
+    p.add_argument("--curriculum", type=int, default=None,
+                   help="warm-up delay T0 of a curriculum: the --curriculum-agents train at T0 "
+                        "from scratch, then at each --T (ascending), each stage initialised "
+                        "from the previous stage's validation-selected model (--init-from); "
+                        "rows carry labels.curriculum (e.g. '20>100>200'; 'none' from scratch) "
+                        "and labels.episodes_total (all stages)")
+    p.add_argument("--curriculum-agents", default=None,
+                   help="comma-separated agents trained with the curriculum, while --agents "
+                        "train from scratch (default: the --agents, with the curriculum only)")
     p.add_argument("--episodes", default="20000",
                    help="training episodes per run; or per T: 100:9600,300:3840")
     p.add_argument("--eval-size", type=int, default=DEFAULTS["eval_size"],
@@ -159,8 +177,10 @@ def main(argv: list[str] | None = None) -> Path:
         torch.set_num_threads(args.threads)
     Ts = int_list(args.T)
     budgets = transfer_list(args.episodes, 0)
-    if len(budgets) == 1 and budgets[0][1] == 0:  # one number: every T
-        budgets = [(T, budgets[0][0]) for T in Ts]
+    single = len(budgets) == 1 and budgets[0][1] == 0
+    if single:  # one number: every T (and the warm-up delay)
+        budgets = [(T, budgets[0][0]) for T in Ts + ([args.curriculum] if args.curriculum
+                                                     else [])]
     episodes_at = dict(budgets)
     if any(T not in episodes_at or episodes_at[T] <= 0 for T in Ts):
         p.error(f"--episodes {args.episodes!r} gives no budget for every --T {Ts}")
@@ -168,6 +188,20 @@ def main(argv: list[str] | None = None) -> Path:
     transfer_from = args.transfer_from if args.transfer_from is not None else min(Ts)
     if transfers and transfer_from not in Ts:
         p.error(f"--transfer-from {transfer_from} is not one of --T {Ts}")
+    agents = [a for a in args.agents.split(",") if a]
+    curriculum_agents = [a for a in (args.curriculum_agents or "").split(",") if a]
+    scratch_agents = agents
+    if curriculum_agents and args.curriculum is None:
+        p.error("--curriculum-agents needs --curriculum T0 (the warm-up delay)")
+    if args.curriculum is not None:
+        # Without --curriculum-agents, --agents train with the curriculum only.
+        scratch_agents = agents if curriculum_agents else []
+        curriculum_agents = curriculum_agents or agents
+        if not 1 <= args.curriculum < min(Ts):
+            p.error(f"--curriculum {args.curriculum} must be a delay >= 1 below every --T {Ts}")
+        if args.curriculum not in episodes_at:
+            p.error(f"--episodes {args.episodes!r} gives no budget for the warm-up delay "
+                    f"--curriculum {args.curriculum}; add {args.curriculum}:N")
     t0 = time.perf_counter()
     rows, device = [], "cpu"
 
@@ -175,31 +209,37 @@ def main(argv: list[str] | None = None) -> Path:
         rows.append(result("last10_accuracy_pct", acc, "%", True, labels, cfg_dict))
         rows.append(result("last10_ce", ce, "nats", False, labels, cfg_dict))
 
-    for T in Ts:
+    def train_group(agent: str, T: int, prefix: str, init_dirs: list[Path] | None,
+                    labels_extra: dict) -> list[Path]:
+        """All seeds of ``agent`` at delay ``T`` (each initialised from ``init_dirs[seed]``
+        when given); adds their rows and returns their run folders."""
+        nonlocal device
         eval_T = args.eval_T or T
-        for agent in args.agents.split(","):
-            base = {**agent_fields(agent), "env": "CopyMemory-v0",
-                    "memory_T": T, "eval_T": eval_T, "total_images": episodes_at[T],
-                    "eval_size": args.eval_size, "test_size": args.test_size,
-                    "eval_every": args.eval_every,
-                    "eval_batch": min(DEFAULTS["eval_batch"], args.eval_size, args.test_size),
-                    "device": args.device, "threads": args.threads}
-            run_dirs = [Path(args.runs) / f"copy_memory_T{T}__{agent}__{seed}"
-                        for seed in range(args.seeds)]
-            reports = [train_seed(base, seed, d) for seed, d in enumerate(run_dirs)]
-            device = reports[-1]["device"]
-            cfg_dict = dataclasses.asdict(TrainConfig(**base))
-            episodes = sorted({r["episodes"] for r in reports})
-            labels = {"agent": agent, "T": T, "eval_T": eval_T, "core": base["core"],
-                      "episodes": episodes[0] if len(episodes) == 1 else episodes}
-            add_rows(labels, cfg_dict, [r["last10_accuracy_pct"] for r in reports],
-                     [r["last10_ce"] for r in reports])
-            rows.append(result("episodes_per_s", [r["episodes_per_s"] for r in reports],
-                               "episodes/s", True, labels, cfg_dict))
-            rows.append(result("wall_s", [r["wall_s"] for r in reports], "s", False, labels,
-                               cfg_dict))
-            if T != transfer_from:
-                continue
+        base = {**agent_fields(agent), "env": "CopyMemory-v0",
+                "memory_T": T, "eval_T": eval_T, "total_images": episodes_at[T],
+                "eval_size": args.eval_size, "test_size": args.test_size,
+                "eval_every": args.eval_every,
+                "eval_batch": min(DEFAULTS["eval_batch"], args.eval_size, args.test_size),
+                "device": args.device, "threads": args.threads}
+        run_dirs = [Path(args.runs) / f"copy_memory_{prefix}T{T}__{agent}__{seed}"
+                    for seed in range(args.seeds)]
+        reports = [train_seed({**base, "init_from": str(init_dirs[seed]) if init_dirs else None},
+                              seed, d) for seed, d in enumerate(run_dirs)]
+        device = reports[-1]["device"]
+        cfg_dict = dataclasses.asdict(TrainConfig(**base))
+        episodes = sorted({r["episodes"] for r in reports})
+        labels = {"agent": agent, "T": T, "eval_T": eval_T, "core": base["core"],
+                  "time_code": base.get("time_code", "absolute"),
+                  "episodes": episodes[0] if len(episodes) == 1 else episodes, **labels_extra}
+        add_rows(labels, cfg_dict, [r["last10_accuracy_pct"] for r in reports],
+                 [r["last10_ce"] for r in reports])
+        rows.append(result("episodes_per_s", [r["episodes_per_s"] for r in reports],
+                           "episodes/s", True, labels, cfg_dict))
+        rows.append(result("wall_s", [r["wall_s"] for r in reports], "s", False, labels,
+                           cfg_dict))
+        print(f"{agent} T={T} {labels_extra}: "
+              f"{[round(r['last10_accuracy_pct'], 2) for r in reports]}", flush=True)
+        if T == transfer_from:
             for tT, n in transfers:
                 scores = [transfer_score(d, tT, n, args.transfer_batch, args.device)
                           for d in run_dirs]
@@ -207,6 +247,19 @@ def main(argv: list[str] | None = None) -> Path:
                          [s["accuracy_pct"] for s in scores], [s["ce"] for s in scores])
                 print(f"transfer {agent} T={T} -> {tT}: "
                       f"{[round(s['accuracy_pct'], 2) for s in scores]}", flush=True)
+        return run_dirs
+
+    for T in Ts:  # from scratch
+        for agent in scratch_agents:
+            train_group(agent, T, "", None, {"curriculum": "none"})
+    for agent in curriculum_agents:  # warm-up delay, then each T from the previous stage
+        stages = [args.curriculum] + sorted(Ts)
+        prev = None
+        for i, T in enumerate(stages):
+            episodes_total = sum(episodes_at[s] for s in stages[:i + 1])
+            prev = train_group(agent, T, f"cur{args.curriculum}_", prev,
+                               {"curriculum": ">".join(str(s) for s in stages[:i + 1]),
+                                "episodes_total": episodes_total})
     dev = torch.device("cuda" if device.startswith("cuda") else "cpu")
     return write_results("copy_memory", rows, time.perf_counter() - t0, dev,
                          command="python " + " ".join(sys.argv), out_dir=args.out)

@@ -34,8 +34,14 @@ from .glimpse_vec import GlimpseVecEnv
 from .memory import AssociativeRecallEnv, CopyMemoryEnv
 from .memory_task import MemoryTask
 from .memory_vec import AssociativeRecallVecEnv, CopyMemoryVecEnv
-from .tape import (AlgorithmicTapeEnv, TapeCopyEnv, TapeDuplicatedInputEnv, TapeRepeatCopyEnv,
-                   TapeReversedAdditionEnv, TapeReverseEnv)
+from .tape import (
+    AlgorithmicTapeEnv,
+    TapeCopyEnv,
+    TapeDuplicatedInputEnv,
+    TapeRepeatCopyEnv,
+    TapeReversedAdditionEnv,
+    TapeReverseEnv,
+)
 
 GLIMPSE_IDS = {
     "hardattn/GlimpseMNIST-v0": "mnist28",

@@ -8,8 +8,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .glimpse_task import (GlimpseConfig, GlimpseTask, action_space, decode_actions,
-                           observation_space, render_frame)
+from .glimpse_task import (
+    GlimpseConfig,
+    GlimpseTask,
+    action_space,
+    decode_actions,
+    observation_space,
+    render_frame,
+)
 
 
 class GlimpseEnv(gym.Env):

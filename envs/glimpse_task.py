@@ -1,8 +1,8 @@
 """The glimpse task's episode logic, batched on one device, shared by the single and vector envs.
 
-``GlimpseTask`` holds N episodes as tensors: the canvas pyramids (block means, built once per image, in
-``reset``), labels, the current location, the step counter and the location history. The
-single env (``GlimpseEnv``) is this task with N=1 plus numpy conversion; the vector env
+``GlimpseTask`` holds N episodes as tensors: the canvas pyramids (a summed-area table per
+image, built in ``reset``), labels, the current location, the step counter and the location
+history. The single env (``GlimpseEnv``) is this task with N=1 plus numpy conversion; the vector env
 (``GlimpseVecEnv``) is this task with autoreset. Neither re-implements the episode, so they
 cannot drift.
 """
@@ -85,7 +85,7 @@ class GlimpseConfig:
             raise ValueError(f"first_glimpse={out.first_glimpse!r} is not one of {FIRST_GLIMPSES}")
         if out.action_type not in ACTION_TYPES:
             raise ValueError(f"action_type={out.action_type!r} is not one of {ACTION_TYPES}")
-        out.spec  # validates the canvas overrides
+        _ = out.spec  # validates the canvas overrides
         return out
 
     @property

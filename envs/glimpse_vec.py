@@ -9,12 +9,19 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .glimpse_task import (GlimpseConfig, GlimpseTask, action_space, decode_actions,
-                           observation_space, render_frame)
+from .glimpse_task import (
+    GlimpseConfig,
+    GlimpseTask,
+    action_space,
+    decode_actions,
+    observation_space,
+    render_frame,
+)
 
 
 class GlimpseVecEnv(VectorEnv):
-    """The glimpse task for N episodes at once, in torch, on ``device`` (the ``vector_entry_point``).
+    """The glimpse task for N episodes at once, in torch, on ``device``
+    (the ``vector_entry_point``).
 
     Same task, spaces and semantics as ``GlimpseEnv`` (see its docstring), batched:
     observations are a dict of torch tensors on ``device`` (``glimpse (N, S, 1, p, p)``,

@@ -26,9 +26,16 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .memory_task import (AssociativeRecallConfig, CopyMemoryConfig, MemoryConfig, MemoryTask,
-                          action_space, decode_actions, observation_space, render_text)
-
+from .memory_task import (
+    AssociativeRecallConfig,
+    CopyMemoryConfig,
+    MemoryConfig,
+    MemoryTask,
+    action_space,
+    decode_actions,
+    observation_space,
+    render_text,
+)
 
 # ----------------------------------------------------------------------------- single envs
 

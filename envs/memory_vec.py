@@ -9,8 +9,16 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .memory_task import (AssociativeRecallConfig, CopyMemoryConfig, MemoryConfig, MemoryTask,
-                          action_space, decode_actions, observation_space, render_text)
+from .memory_task import (
+    AssociativeRecallConfig,
+    CopyMemoryConfig,
+    MemoryConfig,
+    MemoryTask,
+    action_space,
+    decode_actions,
+    observation_space,
+    render_text,
+)
 
 
 class MemoryVecEnv(VectorEnv):

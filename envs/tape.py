@@ -12,7 +12,7 @@ must come out equal to the task's target. A fresh, clean reimplementation of the
 | ``hardattn/TapeDuplicatedInput-v0`` | every 2nd symbol of an input of pairs | 5 | same |
 | ``hardattn/TapeReverse-v0`` | the input reversed | 2 | same |
 | ``hardattn/TapeRepeatCopy-v0`` | input, reversed input, input | 5 | same |
-| ``hardattn/TapeReversedAddition-v0`` | digit sum of the 2 rows, least significant first | 3 | ``2 w + 4`` |
+| ``hardattn/TapeReversedAddition-v0`` | sum of the 2 rows, lowest digit first | 3 | ``2 w + 4`` |
 
 These envs are single envs only: ``gym.make_vec`` gives Gymnasium's ``SyncVectorEnv`` (no
 ``vector_entry_point``), each sub-env with its own curriculum.

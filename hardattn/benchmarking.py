@@ -6,6 +6,7 @@ writes them with ``write_results(...)`` to ``benchmarks/results/<name>.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from hardattn.config import TrainConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -115,7 +118,9 @@ def check_run_settings(run_dir: Path | str, want: dict[str, Any],
     recorded = Path(run_dir) / "config.json"
     if not recorded.is_file():
         return
-    have = json.loads(recorded.read_text())
+    # A field added after the run was written: the run trained with its (present) default.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    have = {**defaults, **json.loads(recorded.read_text())}
     diff = {k: (have.get(k), v) for k, v in want.items()
             if k not in FREE_FIELDS and have.get(k) != v}
     if diff:

@@ -15,7 +15,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "data preview": ("hardattn.preview", "PreviewConfig", "preview",
                      "write a labelled grid of sample canvases to a PNG"),
     "train": ("hardattn.agents.run", "TrainConfig", "train",
-              "train an agent: hard (REINFORCE, actor-critic, SB3 PPO) or soft/full-image baselines"),
+              "train an agent: hard (REINFORCE, actor-critic, SB3 PPO) or soft/full-image "
+              "baselines"),
     "eval": ("hardattn.agents.evaluate", "EvalConfig", "evaluate",
              "evaluate a checkpoint on the fixed val or test canvases"),
     "compare": ("hardattn.agents.compare", "CompareConfig", "compare",

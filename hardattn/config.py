@@ -123,6 +123,10 @@ class TrainConfig:
     """Continue from a checkpoint file or a run folder (its latest good checkpoint)."""
     from_run: str | None = None
     """Re-run, in a new folder, the config recorded in a run folder's config.json."""
+    init_from: str | None = None
+    """Start from the model weights of a checkpoint file or a run folder (its best.pt):
+    fine-tuning and curricula (CopyMemory T=20, then 100, then 300). The architecture must
+    match; the optimiser, update counter and random streams start fresh."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms(True) (GPU runs: bit-reproducible, slower)."""
     progress: bool = True
@@ -153,6 +157,11 @@ class TrainConfig:
     memory_pairs: int | None = None
     """Memory agents on AssociativeRecall-v0: N, the key -> value pairs of an episode (at most
     26, the key alphabet); None = the env's default (8)."""
+    time_code: Literal["absolute", "none"] = "absolute"
+    """Memory agents: what the controller knows of time. absolute: a sinusoidal code of the
+    step t enters the controller, the query and the value head; none: no clock (the cells keep
+    the code of their own position in their keys), so what is learned at one CopyMemory delay
+    can hold at longer ones."""
     rb_top_k: int = 0
     """hard-read: the Rao-Blackwellised top-k sum-and-sample estimator of the address gradient
     (the k most probable cells summed exactly through one-step counterfactual reads, one more
@@ -299,6 +308,10 @@ class TrainConfig:
                                     and self.samples_per_image == 1),
              f"--rb-top-k={self.rb_top_k} is for --agent hard-read with --gamma 0, --baseline "
              f"none or learned and --samples-per-image 1")
+        need(self.time_code in ("absolute", "none"),
+             f"--time-code={self.time_code!r} is not one of absolute, none")
+        need(self.agent in MEMORY_AGENTS or self.time_code == "absolute",
+             f"--time-code={self.time_code!r} is for the memory agents {MEMORY_AGENTS}")
         need(self.agent in MEMORY_AGENTS or (self.memory_T is None and self.eval_T is None),
              f"--memory-T and --eval-T are for the memory agents {MEMORY_AGENTS}")
         need(self.agent in HARD_READERS or self.agent not in MEMORY_AGENTS
@@ -307,6 +320,9 @@ class TrainConfig:
              f"--agent {self.agent} is trained by backprop (leave it at 1)")
         need(self.agent not in MEMORY_AGENTS or self.core in ("rnn", "gru", "lstm"),
              f"--core={self.core!r} must be rnn, gru or lstm")
+        need(self.init_from is None or not self.agent.startswith("sb3-"),
+             f"--init-from is not supported by --agent {self.agent} (Stable-Baselines3 keeps "
+             f"its own model files); leave --init-from out")
         need(self.eval_size <= 10_000 and self.test_size <= 10_000,
              "--eval-size and --test-size must be <= 10000 (the split sizes)")
         return self

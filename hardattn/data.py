@@ -87,9 +87,9 @@ def _load_official(root_str: str, train: bool, download: bool) -> tuple[torch.Te
         raise MNISTNotFoundError(
             _missing_message(
                 root,
-                f"{'train' if train else 't10k'} files hold images {tuple(images.shape)} and labels "
-                f"{tuple(labels.shape)}, expected ({expected}, 28, 28) and ({expected},): the "
-                f"files are truncated or not the official ones",
+                f"{'train' if train else 't10k'} files hold images {tuple(images.shape)} and "
+                f"labels {tuple(labels.shape)}, expected ({expected}, 28, 28) and ({expected},): "
+                f"the files are truncated or not the official ones",
             )
         )
     return images.contiguous(), labels.long().contiguous()

@@ -8,9 +8,9 @@ read as zero, so any location, even far outside ``[-1, 1]``, is valid.
 
 The hard retina works in two parts so that environments do the per-image work once:
 ``build_pyramid`` (per image: a float64 summed-area table) and ``read_pyramid`` (per glimpse:
-one gather of the ``scales * (patch + 1)**2`` block corners). ``glimpse`` is the two composed; the env calls ``build_pyramid`` in ``reset`` and
-``read_pyramid`` in ``step``. Block means are exact sums divided by ``k * k``, rounded once to
-the image dtype.
+one gather of the ``scales * (patch + 1)**2`` block corners). ``glimpse`` is the two composed;
+the env calls ``build_pyramid`` in ``reset`` and ``read_pyramid`` in ``step``. Block means are
+exact sums divided by ``k * k``, rounded once to the image dtype.
 """
 
 from __future__ import annotations

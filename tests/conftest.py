@@ -42,3 +42,6 @@ def _small_threads():
 def _cache_in_tmp(tmp_path_factory, monkeypatch):
     # Fixed evaluation sets are cached per session in a temporary folder, never in the repo.
     monkeypatch.setenv("HARDATTN_CACHE", str(tmp_path_factory.getbasetemp() / "hardattn_cache"))
+    # Stable-Baselines3 runs without a custom logger make a folder SB3-<time> in the system
+    # temp folder; point them at pytest's temporary folder instead.
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path_factory.getbasetemp() / "sb3_logs"))

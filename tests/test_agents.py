@@ -1,4 +1,5 @@
-"""RAM agents: gradient isolation, unbiased REINFORCE, determinism, checkpoints, resume, learning."""
+"""RAM agents: gradient isolation, unbiased REINFORCE, determinism, checkpoints, resume,
+learning."""
 
 from __future__ import annotations
 
@@ -119,7 +120,8 @@ def test_same_seed_same_weights(data_root, tmp_path, agent):
 
     train(tiny(tmp_path / "a", agent=agent))
     train(tiny(tmp_path / "b", agent=agent))
-    assert_same_weights(final_weights(tmp_path / "a" / "run"), final_weights(tmp_path / "b" / "run"))
+    assert_same_weights(final_weights(tmp_path / "a" / "run"),
+                        final_weights(tmp_path / "b" / "run"))
     train(tiny(tmp_path / "c", agent=agent, seed=1))
     a, c = final_weights(tmp_path / "a" / "run"), final_weights(tmp_path / "c" / "run")
     assert any(not torch.equal(a[k], c[k]) for k in a)

@@ -8,8 +8,16 @@ import sys
 
 import torch
 
-from hardattn.agents.bench import (IMPLS, BenchConfig, EndToEnd, Naive, Roofline, bench,
-                                   layer_shapes, train_config)
+from hardattn.agents.bench import (
+    IMPLS,
+    BenchConfig,
+    EndToEnd,
+    Naive,
+    Roofline,
+    bench,
+    layer_shapes,
+    train_config,
+)
 from hardattn.sensors import glimpse
 
 

@@ -466,7 +466,8 @@ def test_cli_missing_data_is_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = subprocess.run([sys.executable, "-m", "hardattn.cli", "data", "preview", "--data-root",
-                          str(empty), "--out", str(tmp_path / "p.png"), "--no-download"], capture_output=True,
+                          str(empty), "--out", str(tmp_path / "p.png"), "--no-download"],
+                         capture_output=True,
                          text=True, env={**__import__("os").environ,
                                          "HARDATTN_DATA": str(empty)}, timeout=120)
     assert out.returncode != 0 and "Traceback" not in out.stderr

@@ -32,14 +32,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
-import hardattn.envs
 import numpy as np
 import pytest
 import torch
-from hardattn.envs import registered_ids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+import hardattn.envs
+from hardattn.envs import registered_ids
 
 FUZZ = settings(
     max_examples=int(os.environ.get("HARDATTN_FUZZ_EXAMPLES", "8")),

@@ -22,7 +22,8 @@ from hardattn import data, sensors
 from hardattn.envs import GlimpseEnv, GlimpseVecEnv
 from hardattn.envs.glimpse_task import ACTION_TYPES, N_CLASSES
 
-IDS = hardattn.envs.registered_ids("glimpse")  # glimpse-specific checks; every id: test_env_battery.py
+# Glimpse-specific checks; every registered id goes through test_env_battery.py.
+IDS = hardattn.envs.registered_ids("glimpse")
 CASES = [(env_id, a) for env_id in IDS for a in ACTION_TYPES]
 CASE_IDS = [f"{env_id.split('/')[1].split('-')[0]}-{a}" for env_id, a in CASES]
 CUDA = torch.cuda.is_available()
@@ -405,7 +406,7 @@ def test_vec_autoreset_is_next_step_as_gymnasium_documents(env_id):
     T = env.cfg.n_glimpses
     for e in (env, twin):
         e.reset(seed=8)
-    for episode in range(2):
+    for _episode in range(2):
         for t in range(1, T + 1):
             obs, reward, terminated, truncated, info = env.step(vec_actions(env, 3, (0.5, 0.5)))
             twin.step(vec_actions(twin, 3, (0.5, 0.5)))

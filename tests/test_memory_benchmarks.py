@@ -65,6 +65,42 @@ def test_memory_copy_several_T_and_transfer(tmp_path):
         [(r["metric"], r["labels"], r["per_seed"]) for r in rows]
 
 
+
+def test_memory_copy_curriculum_chains_the_stages(tmp_path):
+    bench = load("memory_copy")
+    runs = tmp_path / "runs"
+    argv = ["--agents", "lstm", "--curriculum-agents", "hard-read", "--curriculum", "2",
+            "--seeds", "1", "--T", "3,4", "--episodes", "2:64,3:64,4:128", "--eval-size", "8",
+            "--test-size", "8", "--device", "cpu", "--threads", "1",
+            "--out", str(tmp_path / "results"), "--runs", str(runs)]
+    rows = [r for r in rows_of(bench.main(argv)) if r["metric"] == "last10_accuracy_pct"]
+    got = {(r["labels"]["agent"], r["labels"]["T"], r["labels"]["curriculum"],
+            r["labels"].get("episodes_total")) for r in rows}
+    assert got == {("lstm", 3, "none", None), ("lstm", 4, "none", None),
+                   ("hard-read", 2, "2", 64), ("hard-read", 3, "2>3", 128),
+                   ("hard-read", 4, "2>3>4", 256)}
+    # Each stage starts from the validation-selected model of the stage before (same seed).
+    stage = json.loads((runs / "copy_memory_cur2_T4__hard-read__0" / "config.json").read_text())
+    assert stage["init_from"] == str(runs / "copy_memory_cur2_T3__hard-read__0")
+    first = json.loads((runs / "copy_memory_cur2_T2__hard-read__0" / "config.json").read_text())
+    assert first["init_from"] is None
+    # A second call trains nothing new: every stage's report is reused.
+    before = {p: p.stat().st_mtime for p in runs.glob("*/report.json")}
+    bench.main(argv)
+    assert {p: p.stat().st_mtime for p in runs.glob("*/report.json")} == before
+
+
+def test_memory_copy_curriculum_needs_a_warm_up_budget_below_every_T(tmp_path):
+    bench = load("memory_copy")
+    base = ["--agents", "hard-read", "--T", "3,4", "--out", str(tmp_path), "--runs",
+            str(tmp_path)]
+    with pytest.raises(SystemExit):
+        bench.main(base + ["--curriculum", "3", "--episodes", "64"])
+    with pytest.raises(SystemExit):
+        bench.main(base + ["--curriculum", "2", "--episodes", "3:64,4:64"])
+    with pytest.raises(SystemExit):
+        bench.main(base + ["--curriculum-agents", "hard-read", "--episodes", "64"])
+
 def test_associative_recall_rows(tmp_path):
     bench = load("associative_recall")
     out = bench.main(["--seeds", "1", "--N", "3,5", "--episodes", "16", "--eval-size", "8",

@@ -454,3 +454,55 @@ def test_read_scores_match_their_definitions(kind):
             else:
                 want[b, m] = sc.v(torch.relu(sc.W(torch.cat([qb, km]))))[0]
     torch.testing.assert_close(sc(q, k), want)
+
+
+def test_hardattn_eval_T_scores_a_copy_run_at_another_delay(tmp_path):
+    from hardattn.agents import memory_readers as mr
+    from hardattn.agents.evaluate import EvalConfig, evaluate
+    from hardattn.agents.memory_common import MemoryEvaluator, make_env
+    from hardattn.agents.run import train
+
+    train(tiny(tmp_path))  # T=5
+    out = evaluate(EvalConfig(checkpoint=str(tmp_path / "run"), n=16, device="cpu", eval_T=11))
+    assert out["eval_T"] == 11
+    assert json.loads((tmp_path / "run" / "eval_test_T11.json").read_text()) == out
+    # The same numbers as the evaluator on episodes of delay 11 (the env is really longer).
+    state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    cfg = TrainConfig.from_dict({**state["config"], "eval_T": 11})
+    env = make_env(cfg, torch.device("cpu"), 8)
+    model = mr.make_model(cfg, env)
+    model.load_state_dict(state["model"])
+    ev = MemoryEvaluator(cfg, torch.device("cpu"), "test", 16)
+    assert ev.env.cfg.T == 11
+    assert ev(model, mr.rollout)["accuracy"] == out["accuracy_pct"]
+
+
+def test_hardattn_eval_T_is_refused_where_it_means_nothing(tmp_path):
+    from hardattn.agents.evaluate import EvalConfig, evaluate
+    from hardattn.agents.run import train
+
+    train(tiny(tmp_path, env="AssociativeRecall-v0", memory_T=None))
+    with pytest.raises(ValueError, match="--eval-T=9 is for CopyMemory runs"):
+        evaluate(EvalConfig(checkpoint=str(tmp_path / "run"), n=16, device="cpu", eval_T=9))
+    train(tiny(tmp_path / "c"))
+    with pytest.raises(ValueError, match="--eval-T=0 must be an integer >= 1"):
+        evaluate(EvalConfig(checkpoint=str(tmp_path / "c" / "run"), n=16, device="cpu",
+                            eval_T=0))
+
+
+def test_time_code_none_hides_the_clock_and_keeps_the_shapes(tmp_path):
+    torch.manual_seed(0)
+    _, clocked = env_and_model(tiny(tmp_path))
+    env, model = env_and_model(tiny(tmp_path, time_code="none"))
+    model.load_state_dict(clocked.state_dict())  # the same parameters: weights move across
+    h, keys = torch.randn(4, 16), torch.randn(4, 6, 16)
+    x, read = torch.ones(4, 1, dtype=torch.long), torch.randn(4, 16)
+    # No clock: the step index changes nothing the controller, query or value head see ...
+    assert torch.equal(model.address_logits(h, 3, keys), model.address_logits(h, 50, keys))
+    assert torch.equal(model.baseline(h, 3), model.baseline(h, 50))
+    assert torch.equal(model.advance(x, read, 3, h)[0], model.advance(x, read, 50, h)[0])
+    # ... while the cells keep their positions, and the clocked model does see t.
+    assert not torch.equal(model.cell_key(x, 3), model.cell_key(x, 4))
+    assert not torch.equal(clocked.address_logits(h, 3, keys), clocked.address_logits(h, 50, keys))
+    with pytest.raises(ValueError, match="--time-code='none' is for the memory agents"):
+        TrainConfig(agent="reinforce", time_code="none").validate()

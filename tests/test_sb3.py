@@ -44,9 +44,10 @@ def final_weights(run_dir, cfg: TrainConfig) -> dict:
 
 
 def test_extractor_maps_a_batch_of_observations_to_features_dim():
+    from stable_baselines3.common.preprocessing import preprocess_obs
+
     from hardattn.agents.sb3 import GlimpseExtractor
     from hardattn.envs.glimpse_task import GlimpseConfig, observation_space
-    from stable_baselines3.common.preprocessing import preprocess_obs
 
     space = observation_space(GlimpseConfig("cluttered60").resolved())  # 3 x 12x12, t < 9
     space.seed(0)
@@ -107,9 +108,10 @@ def test_fields_sb3_ignores_are_rejected_before_training(tmp_path, kw, fields):
 def test_batched_evaluation_equals_single_env_episodes_on_given_canvases(data_root, tmp_path):
     """``FixedSetEvaluator`` (vector env, canvases option) scores like ``GlimpseEnv.reset(
     options={"canvas": ...})`` one canvas at a time."""
+    from stable_baselines3 import PPO
+
     from hardattn.agents.sb3 import GlimpseExtractor
     from hardattn.agents.sb3_run import FixedSetEvaluator, make_train_env
-    from stable_baselines3 import PPO
 
     cfg = tiny(tmp_path, eval_batch=10)
     venv, _ = make_train_env(cfg, 2)
@@ -141,8 +143,9 @@ def test_batched_evaluation_equals_single_env_episodes_on_given_canvases(data_ro
 
 @pytest.mark.parametrize("agent", ["sb3-ppo", "sb3-recurrent-ppo"])
 def test_train_writes_report_config_events_and_best_model(data_root, tmp_path, agent, capsys):
-    from hardattn.agents.run import train
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hardattn.agents.run import train
 
     report = train(tiny(tmp_path, agent=agent))
     run = tmp_path / "run"

@@ -1,0 +1,42 @@
+"""``hardattn.benchmarking.check_run_settings``: benchmarks reuse a run folder only when it was
+trained with the settings asked for."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hardattn.benchmarking import check_run_settings
+from hardattn.config import TrainConfig
+
+
+def folder(tmp_path, **fields):
+    d = tmp_path / "run"
+    d.mkdir()
+    stored = TrainConfig(**fields).to_dict()
+    (d / "config.json").write_text(json.dumps(stored))
+    return d, stored
+
+
+def test_a_folder_without_config_or_with_the_same_settings_is_reused(tmp_path):
+    check_run_settings(tmp_path / "absent", TrainConfig().to_dict())
+    d, stored = folder(tmp_path, batch_size=32)
+    check_run_settings(d, stored)
+    check_run_settings(d, {**stored, "threads": 2, "device": "cpu", "progress": False})
+
+
+def test_other_settings_are_refused_naming_each_field(tmp_path):
+    d, stored = folder(tmp_path, batch_size=32)
+    with pytest.raises(ValueError, match=r"batch_size=32 \(asked: 64\).*lr=0.001 \(asked: 0.01\)"):
+        check_run_settings(d, {**stored, "batch_size": 64, "lr": 0.01})
+
+
+def test_a_field_added_after_the_run_counts_as_its_default(tmp_path):
+    d, stored = folder(tmp_path)
+    # A run written before the field existed trained with what is now its default.
+    del stored["time_code"]
+    (d / "config.json").write_text(json.dumps(stored))
+    check_run_settings(d, TrainConfig().to_dict())
+    with pytest.raises(ValueError, match=r"time_code='absolute' \(asked: 'none'\)"):
+        check_run_settings(d, TrainConfig(time_code="none").to_dict())
