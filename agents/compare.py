@@ -40,6 +40,13 @@ deterministic inference pass on one canvas: every Linear/Conv/RNN cell (forward 
 sensor (a retina scale area-averages ``(patch k)^2`` pixels: 1 add each, 5 when bilinear), DRAW's
 filterbanks and products, and soft-cnn's scores and weighted sums. The hard agents' baseline /
 critic heads are not used at inference and not counted in MACs (they are in the parameters).
+
+Memory presets (``--preset copy-memory`` or ``associative-recall``; the delay or the number of
+pairs through ``--overrides memory_T=300`` / ``memory_pairs=24``): the same matrix of the memory
+readers (``hard-read``, ``hard-read-ac``, ``soft-read``, ``sab``, ``memoryless``), the budget in
+episodes, with the readers' learning settings; the tables report accuracy on the scored steps
+and memory cells read per step, and ``reads.png`` shows where each reads
+(``hardattn.agents.compare_memory``).
 """
 
 from __future__ import annotations
@@ -68,37 +75,48 @@ from .compare_report import (
     summarise,
     write_tables,
 )
+from .memory_common import reader_settings
 
 HARD_AGENTS = ("reinforce", "actor-critic")
 COMPARABLE = HARD_AGENTS + SOFT_AGENTS
 PRESET_ENVS = {"mnist28": "GlimpseMNIST-v0", "translated60": "GlimpseTranslated60-v0",
                "cluttered60": "GlimpseCluttered60-v0", "cluttered100": "GlimpseCluttered100-v0"}
+# Hard attention over memory: the readers of agents/memory_readers.py on the memory envs.
+MEMORY_COMPARABLE = ("hard-read", "hard-read-ac", "soft-read", "sab", "memoryless")
+MEMORY_PRESETS = {"copy-memory": "CopyMemory-v0", "associative-recall": "AssociativeRecall-v0"}
 
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """Train an agents x seeds matrix with one image budget and compare the agents."""
+    """Train an agents x seeds matrix with one budget of training images (memory presets:
+    episodes) and compare the agents."""
 
-    preset: Literal["mnist28", "translated60", "cluttered60", "cluttered100"] = "cluttered60"
-    """Canvas preset (the glimpse env of that preset; its sensor defaults)."""
-    agents: str = ",".join(COMPARABLE)
-    """Comma-separated agents: reinforce, actor-critic, soft-glimpse, reparam-glimpse, draw,
-    soft-cnn, cnn, mlp."""
+    preset: Literal["mnist28", "translated60", "cluttered60", "cluttered100", "copy-memory",
+                    "associative-recall"] = "cluttered60"
+    """Canvas preset (the glimpse env of that preset; its sensor defaults), or a memory task:
+    copy-memory (CopyMemory-v0; its delay: --overrides memory_T=N) or associative-recall
+    (AssociativeRecall-v0; --overrides memory_pairs=N)."""
+    agents: str | None = None
+    """Comma-separated agents; default all of the preset's: reinforce, actor-critic,
+    soft-glimpse, reparam-glimpse, draw, soft-cnn, cnn, mlp (canvases) or hard-read,
+    hard-read-ac, soft-read, sab, memoryless (memory presets)."""
     seeds: int = 3
     """Seeds per agent (0 .. N-1)."""
     budget_images: int = 1_000_000
-    """Training canvases per run, equal for every run."""
+    """Training canvases (memory presets: episodes) per run, equal for every run."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     out: str | None = None
     """Folder of the runs (one TensorBoard folder); default runs/compare-<preset>."""
     results_dir: str | None = None
     """Folder of results.md, results.csv and the PNGs; default --out."""
-    batch_size: int = 128
-    """Canvases per update, every run."""
-    lr: float = 1e-3
-    """Adam learning rate (cosine-decayed over the budget), every run."""
+    batch_size: int | None = None
+    """Canvases (episodes) per update, every run; default 128 (memory presets: 64)."""
+    lr: float | None = None
+    """Adam learning rate, every run; default 1e-3, cosine-decayed over the budget (memory
+    presets: 3e-3, constant, with the readers' settings
+    hardattn.agents.memory_common.READER_SETTINGS)."""
     eval_every: int = 200
     """Validate every N updates (a point of the learning curves)."""
     checkpoint_every: int = 200
@@ -119,8 +137,27 @@ class CompareConfig:
     threads: int = 0
     """torch CPU threads (0: all available cores)."""
 
+    def is_memory(self) -> bool:
+        return self.preset in MEMORY_PRESETS
+
+    def comparable(self) -> tuple[str, ...]:
+        return MEMORY_COMPARABLE if self.is_memory() else COMPARABLE
+
     def agent_list(self) -> list[str]:
+        if self.agents is None:
+            return list(self.comparable())
         return [a.strip() for a in self.agents.split(",") if a.strip()]
+
+    def batch(self) -> int:
+        """The batch size of every run (the field, or the preset's default)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 64 if self.is_memory() else 128
+
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 3e-3 if self.is_memory() else 1e-3
 
     def parsed_overrides(self) -> dict[str | None, dict]:
         """``{None: {field: value}, agent: {field: value}}`` from ``--overrides``."""
@@ -148,14 +185,17 @@ class CompareConfig:
         agents = self.agent_list()
         if not agents:
             raise ValueError("--agents is empty; give a comma-separated list")
-        bad = [a for a in agents if a not in COMPARABLE]
+        bad = [a for a in agents if a not in self.comparable()]
         if bad:
-            raise ValueError(f"--agents: {bad} not comparable; choose from {COMPARABLE}")
+            raise ValueError(f"--agents: {bad} not comparable on --preset {self.preset}; choose "
+                             f"from {self.comparable()}")
         if len(set(agents)) != len(agents):
             raise ValueError(f"--agents={self.agents!r} lists an agent twice")
         for name in ("seeds", "budget_images", "batch_size", "eval_every", "checkpoint_every",
                      "eval_size", "test_size", "eval_batch"):
             v = getattr(self, name)
+            if name == "batch_size" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"--{name.replace('_', '-')}={v!r} must be an integer >= 1")
         if not 1 <= self.show <= 16:
@@ -168,8 +208,11 @@ class CompareConfig:
 
     def train_config(self, agent: str, seed: int) -> TrainConfig:
         """The config of run (agent, seed): shared budget and protocol, then the overrides."""
-        fields = dict(agent=agent, env=PRESET_ENVS[self.preset], seed=seed, device=self.device,
-                      total_images=self.budget_images, batch_size=self.batch_size, lr=self.lr,
+        fields = reader_settings(agent) if self.is_memory() else {}
+        fields.update(agent=agent, seed=seed, device=self.device,
+                      env={**PRESET_ENVS, **MEMORY_PRESETS}[self.preset],
+                      total_images=self.budget_images, batch_size=self.batch(),
+                      lr=self.learning_rate(),
                       eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
                       eval_size=self.eval_size, test_size=self.test_size,
                       eval_batch=self.eval_batch, grad_stats_every=0, progress=self.progress,
@@ -227,7 +270,7 @@ def compare(cfg: CompareConfig) -> dict:
 
     cfg.validate()
     agents = cfg.agent_list()
-    registered = registered_ids()
+    registered = registered_ids(agents[0])  # the memory or the glimpse env ids
     configs = {(a, s): cfg.train_config(a, s).validate(registered)
                for a in agents for s in range(cfg.seeds)}  # every config checked up front
     out = cfg.out_dir()
@@ -239,6 +282,12 @@ def compare(cfg: CompareConfig) -> dict:
     n_trained = sum(r["trained"] for rs in runs.values() for r in rs)
 
     device = resolve_device(cfg.device)
+    if cfg.is_memory():
+        from .compare_memory import memory_report
+
+        rows = memory_report(cfg, runs, results, device)
+        return _finish(cfg, out, results, runs, rows, n_trained, t0, "test_accuracy_pct",
+                       "test accuracy")
     analyses = {a: [analyse_run(r, device) for r in rs] for a, rs in runs.items()}
     rows = [summarise(a, runs[a], analyses[a]) for a in agents]
     write_tables(rows, cfg, results, str(runs[agents[0]][0]["report"]["device"]))
@@ -252,16 +301,21 @@ def compare(cfg: CompareConfig) -> dict:
         test = sc.SoftEvaluator(train_cfg, task, device, "test", cfg.show)
         pictures[a] = test.picture(model, cfg.show)
     plot_attention(pictures, results / "attention.png")
-    wall = time.perf_counter() - t0
+    return _finish(cfg, out, results, runs, rows, n_trained, t0, "test_error_pct", "test error")
+
+
+def _finish(cfg: CompareConfig, out: Path, results: Path, runs: dict, rows: list[dict],
+            n_trained: int, t0: float, metric: str, name: str) -> dict:
+    """Print the summary lines; the summary ``compare`` returns."""
     reused = sum(map(len, runs.values())) - n_trained
     print(f"hardattn compare: {n_trained} run(s) trained, {reused} reused; results in "
           f"{results / 'results.md'}; TensorBoard: tensorboard --logdir {out}")
     for r in rows:
-        print(f"  {r['agent']:<16} test error {r['test_error_pct_mean']:6.2f} +- "
-              f"{r['test_error_pct_std']:.2f} %  ({r['runs']} seed(s))")
+        print(f"  {r['agent']:<16} {name} {r[metric + '_mean']:6.2f} +- "
+              f"{r[metric + '_std']:.2f} %  ({r['runs']} seed(s))")
     return {"out": str(out), "results_dir": str(results), "rows": rows, "trained": n_trained,
-            "wall_s": wall, "runs": {a: [str(r["run_dir"]) for r in rs]
-                                     for a, rs in runs.items()}}
+            "wall_s": time.perf_counter() - t0, "runs": {a: [str(r["run_dir"]) for r in rs]
+                                                         for a, rs in runs.items()}}
 
 
 

@@ -168,7 +168,8 @@ def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: st
     lines = [
         f"# Agent comparison on {cfg.preset}", "",
         f"{cfg.seeds} seed(s) per agent, {rows[0]['images']:,} training canvases per run "
-        f"(batch {cfg.batch_size}, lr {cfg.lr}, cosine decay), device {device}. Test error: "
+        f"(batch {cfg.batch()}, lr {cfg.learning_rate()}, cosine decay), device {device}. "
+        f"Test error: "
         f"the validation-selected model of each run ({cfg.eval_size:,} fixed validation "
         f"canvases), scored once on {cfg.test_size:,} fixed test canvases, deterministic; mean "
         f"+- std over seeds (population std).", "",
@@ -216,7 +217,10 @@ def _error_scale(ax) -> None:
         ax.set_yscale("log")
 
 
-def plot_learning_curves(curves: dict[str, list[tuple[list, list]]], path: Path) -> None:
+def plot_learning_curves(curves: dict[str, list[tuple[list, list]]], path: Path,
+                         unit: str = "images") -> None:
+    """Validation error vs. training ``unit`` (images or episodes): mean and a +-1 std band
+    over seeds, one line per agent."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for agent, per_seed in curves.items():
@@ -231,12 +235,12 @@ def plot_learning_curves(curves: dict[str, list[tuple[list, list]]], path: Path)
         sd = np.array([np.std(by_step[s]) for s in x])
         (line,) = ax.plot(x, m, label=agent, marker="." if len(x) < 30 else None)
         ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("training images")
+    ax.set_xlabel(f"training {unit}")
     ax.set_ylabel("validation error (%)")
     _error_scale(ax)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("validation error vs. training images (mean +- std over seeds)")
+    ax.set_title(f"validation error vs. training {unit} (mean +- std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

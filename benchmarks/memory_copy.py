@@ -51,20 +51,17 @@ from pathlib import Path
 
 import torch
 
+from hardattn.agents.memory_common import READER_SETTINGS, reader_settings
 from hardattn.benchmarking import check_run_settings, result, write_results
 from hardattn.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The settings under which the hard reader learns CopyMemory (see tests/test_memory_readers.py):
-# causal next-step reward (gamma 0), normalised advantages, a strong entropy bonus.
-DEFAULTS = dict(core="gru", core_hidden=64, batch_size=64, lr=3e-3, lr_decay=False,
-                gamma=0.0, normalize_advantages=True, entropy_coef=2.0, read_score="general",
-                baseline="learned", eval_every=50, eval_size=1000, test_size=2000,
-                eval_batch=500, log_every=50, image_every=500, checkpoint_every=50,
-                grad_stats_every=0, progress=False)
-AGENT_ONLY = {"entropy_coef": ("hard-read", "hard-read-ac"),
-              "normalize_advantages": ("hard-read", "hard-read-ac")}
+# The readers' learning settings (hardattn.agents.memory_common.READER_SETTINGS) plus this
+# benchmark's evaluation cadence.
+DEFAULTS = dict(READER_SETTINGS, eval_every=50, eval_size=1000, test_size=2000, eval_batch=500,
+                log_every=50, image_every=500, checkpoint_every=50, grad_stats_every=0,
+                progress=False)
 # Benchmark agent names that are a memory agent with other fields.
 ALIASES = {"lstm": {"agent": "memoryless", "core": "lstm"},
            "hard-read-noclock": {"agent": "hard-read", "time_code": "none"}}
@@ -74,9 +71,8 @@ def agent_fields(agent: str) -> dict:
     """The defaults that apply to ``agent`` (the REINFORCE knobs only to the hard readers);
     an alias (``lstm``) gives its agent and fields."""
     extra = ALIASES.get(agent, {"agent": agent})
-    name = extra["agent"]
-    fields = {k: v for k, v in DEFAULTS.items() if name in AGENT_ONLY.get(k, (name,))}
-    return {**fields, **extra}
+    fields = {k: v for k, v in DEFAULTS.items() if k not in READER_SETTINGS}
+    return {**fields, **reader_settings(extra["agent"]), **extra}
 
 
 def int_list(text: str) -> list[int]:

@@ -45,7 +45,7 @@ import memory_copy as mcb  # noqa: E402  (the CopyMemory benchmark's settings an
 def measure(cfg: TrainConfig, repeats: int) -> dict:
     """Per-repeat ms per step and the cells read / scored per step of one update."""
     from hardattn.agents import memory_readers as mr
-    from hardattn.agents.memory_common import make_env
+    from hardattn.agents.memory_common import cells_per_step, make_env
 
     dev = torch.device("cpu")
     torch.manual_seed(0)
@@ -65,16 +65,7 @@ def measure(cfg: TrainConfig, repeats: int) -> dict:
         if i:
             times.append((time.perf_counter() - t0) * 1000.0 / L)
     env.close()
-    cells_scored = sum(min(t + 1, env.cfg.n_cells) for t in range(L)) / L
-    if model.mode == "hard":
-        cells_read = 1.0
-    elif model.mode in ("soft", "sab"):
-        cells_read = float(sum(float((w > 0).sum(-1).float().mean()) for w in ro.weights)) / L
-        if model.mode == "sab":
-            cells_scored = sum(min(t + 1, env.cfg.n_cells)
-                               for t in range(0, L, model.k_att)) / L
-    else:
-        cells_read, cells_scored = 0.0, 0.0
+    cells_read, cells_scored = cells_per_step(model, ro, env.cfg.n_cells)
     return {"ms_per_step": times, "cells_read": cells_read, "cells_scored": cells_scored,
             "L": L}
 

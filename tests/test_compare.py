@@ -104,6 +104,8 @@ def test_compare_resumes_an_interrupted_run_and_retrains_only_it(data_root, tmp_
 
 @pytest.mark.parametrize("kw, match", [
     (dict(agents="reinforce,sb3-ppo"), "not comparable"),
+    (dict(preset="copy-memory", agents="hard-read,reinforce"),
+     "not comparable on --preset copy-memory"),
     (dict(agents="cnn,cnn"), "twice"),
     (dict(overrides=("nope=1",)), "not a TrainConfig field"),
     (dict(overrides=("draw.score=dot",)), "not in --agents"),
@@ -142,3 +144,41 @@ def test_cli_parses_compare_flags():
     assert (t.agent, t.seed, t.total_images, t.core_hidden, t.draw_grid) == \
         ("draw", 2, 1000, 64, 8)
     assert cfg.train_config("cnn", 0).draw_grid is None
+
+
+def test_memory_compare_writes_its_outputs_and_a_second_call_trains_nothing(tmp_path):
+    from hardattn.agents.compare import MEMORY_COMPARABLE, compare
+    from hardattn.agents.compare_memory import CSV_COLUMNS
+
+    cfg = tiny(tmp_path, preset="copy-memory", agents=None, seeds=1, budget_images=16,
+               batch_size=8, eval_every=2, checkpoint_every=2, eval_size=8, test_size=8,
+               eval_batch=8, show=2, overrides=("memory_T=5", "core_hidden=8", "log_every=1"))
+    assert cfg.agent_list() == list(MEMORY_COMPARABLE)  # the preset's agents by default
+    summary = compare(cfg)
+    out = tmp_path / "cmp"
+    assert summary["trained"] == len(MEMORY_COMPARABLE)
+    for name in ("results.md", "results.csv", "learning_curves.png", "reads.png"):
+        assert (out / name).stat().st_size > 300, name
+    with open(out / "results.csv") as f:
+        rows = {r["agent"]: r for r in csv.DictReader(f)}
+    assert tuple(next(iter(rows.values()))) == CSV_COLUMNS
+    assert list(rows) == list(MEMORY_COMPARABLE)
+    L = 5 + 20  # CopyMemory: 10 symbols, T - 1 blanks, a marker, 10 outputs
+    for r in rows.values():
+        assert r["runs"] == "1" and r["episodes"] == "16" and r["task"] == "T=5"
+        assert 0.0 <= float(r["test_accuracy_pct_mean"]) <= 100.0
+        assert float(r["test_accuracy_pct_per_seed"]) == float(r["test_accuracy_pct_mean"])
+        assert int(r["params"]) > 0 and float(r["episodes_per_s_mean"]) > 0
+    assert float(rows["hard-read"]["cells_read_per_step"]) == 1.0
+    assert float(rows["memoryless"]["cells_read_per_step"]) == 0.0
+    # Soft reads weigh every cell written so far: (1 + 2 + ... + L) / L on average.
+    assert float(rows["soft-read"]["cells_read_per_step"]) == pytest.approx((L + 1) / 2)
+    assert float(rows["sab"]["cells_read_per_step"]) <= 5.0  # k_top = 5
+    # The memory settings apply: GRU controller, lr 3e-3 constant, the hard readers' entropy.
+    stored = json.loads((out / "hard-read__seed0" / "config.json").read_text())
+    assert (stored["core"], stored["lr"], stored["lr_decay"], stored["entropy_coef"],
+            stored["memory_T"]) == ("gru", 3e-3, False, 2.0, 5)
+    assert "| soft-read |" in (out / "results.md").read_text()
+    before = snapshot(out)
+    assert compare(cfg)["trained"] == 0
+    assert snapshot(out) == before
