@@ -13,7 +13,14 @@ Settings: those of the CopyMemory benchmark (``memory_copy.DEFAULTS``: GRU 64, b
 lr 3e-3, gamma 0, normalised advantages and entropy bonus 2 for the hard reader) with the
 ``dot`` read score (content-based lookup: tests/test_memory_readers.py solves N=8 with it).
 
-Run: ``python benchmarks/associative_recall.py --seeds 3 --N 6,12,24 [--episodes 19200]``.
+Curriculum: ``--curriculum`` also trains the ``--curriculum-agents`` (default: ``--agents``) on
+the ``--N`` in ascending order, each N initialised (``--init-from``) from the same seed's
+validation-selected model at the previous N (the first N is the run from scratch): rows with
+``labels.curriculum`` ``"6>12"``, ``"6>12>24"`` (``"none"``: from scratch) and
+``labels.episodes_total`` (all stages). The reader's weights do not depend on N.
+
+Run: ``python benchmarks/associative_recall.py --seeds 3 --N 6,12,24 [--episodes 19200]
+[--curriculum]``.
 Finished runs (report.json) are reused, interrupted ones resume from their last checkpoint.
 """
 
@@ -43,6 +50,10 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--N", default="6,12,24", help="numbers of key -> value pairs")
     p.add_argument("--episodes", type=int, default=19_200, help="training episodes per run")
     p.add_argument("--read-score", default="dot", help="read score of the readers")
+    p.add_argument("--curriculum", action="store_true",
+                   help="also train each N (ascending) from the previous N's model")
+    p.add_argument("--curriculum-agents", default=None,
+                   help="comma-separated agents of the curriculum (default: --agents)")
     p.add_argument("--eval-size", type=int, default=1000, help="validation episodes")
     p.add_argument("--test-size", type=int, default=2000, help="test episodes (scored once)")
     p.add_argument("--eval-every", type=int, default=50, help="validate every N updates")
@@ -55,32 +66,56 @@ def main(argv: list[str] | None = None) -> Path:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     rows, device = [], "cpu"
-    for N in mcb.int_list(args.N):
-        for agent in args.agents.split(","):
-            base = {**mcb.agent_fields(agent), "env": "AssociativeRecall-v0", "memory_pairs": N,
-                    "read_score": args.read_score, "total_images": args.episodes,
-                    "eval_size": args.eval_size, "test_size": args.test_size,
-                    "eval_every": args.eval_every,
-                    "eval_batch": min(500, args.eval_size, args.test_size),
-                    "device": args.device, "threads": args.threads}
-            reports = [mcb.train_seed(base, seed, Path(args.runs) /
-                                      f"associative_recall_N{N}__{agent}__{seed}")
-                       for seed in range(args.seeds)]
-            device = reports[-1]["device"]
-            cfg_dict = dataclasses.asdict(TrainConfig(**base))
-            episodes = sorted({r["episodes"] for r in reports})
-            labels = {"agent": agent, "N": N,
-                      "episodes": episodes[0] if len(episodes) == 1 else episodes}
-            rows.append(result("accuracy_pct", [r["test_accuracy_pct"] for r in reports], "%",
-                               True, labels, cfg_dict))
-            if all("test_read_accuracy_pct" in r for r in reports):
-                rows.append(result("read_accuracy_pct",
-                                   [r["test_read_accuracy_pct"] for r in reports], "%", True,
-                                   labels, cfg_dict))
-            rows.append(result("test_ce", [r["test_ce"] for r in reports], "nats", False,
+    Ns = mcb.int_list(args.N)
+
+    def train_group(agent: str, N: int, init_dirs: list[Path] | None, prefix: str,
+                    labels_extra: dict) -> list[Path]:
+        """Every seed of ``agent`` at ``N`` (from ``init_dirs[seed]`` when given); adds its
+        rows and returns the run folders."""
+        nonlocal device
+        base = {**mcb.agent_fields(agent), "env": "AssociativeRecall-v0", "memory_pairs": N,
+                "read_score": args.read_score, "total_images": args.episodes,
+                "eval_size": args.eval_size, "test_size": args.test_size,
+                "eval_every": args.eval_every,
+                "eval_batch": min(500, args.eval_size, args.test_size),
+                "device": args.device, "threads": args.threads}
+        dirs = [Path(args.runs) / f"associative_recall_{prefix}N{N}__{agent}__{seed}"
+                for seed in range(args.seeds)]
+        reports = [mcb.train_seed({**base, **({"init_from": str(init_dirs[seed])}
+                                             if init_dirs else {})}, seed, d)
+                   for seed, d in enumerate(dirs)]
+        device = reports[-1]["device"]
+        cfg_dict = dataclasses.asdict(TrainConfig(**base))
+        episodes = sorted({r["episodes"] for r in reports})
+        labels = {"agent": agent, "N": N,
+                  "episodes": episodes[0] if len(episodes) == 1 else episodes, **labels_extra}
+        rows.append(result("accuracy_pct", [r["test_accuracy_pct"] for r in reports], "%",
+                           True, labels, cfg_dict))
+        if all("test_read_accuracy_pct" in r for r in reports):
+            rows.append(result("read_accuracy_pct",
+                               [r["test_read_accuracy_pct"] for r in reports], "%", True,
                                labels, cfg_dict))
-            rows.append(result("wall_s", [r["wall_s"] for r in reports], "s", False, labels,
-                               cfg_dict))
+        rows.append(result("test_ce", [r["test_ce"] for r in reports], "nats", False,
+                           labels, cfg_dict))
+        rows.append(result("wall_s", [r["wall_s"] for r in reports], "s", False, labels,
+                           cfg_dict))
+        print(f"{agent} N={N} {labels_extra}: "
+              f"{[round(r['test_accuracy_pct'], 2) for r in reports]}", flush=True)
+        return dirs
+
+    agents = [a for a in args.agents.split(",") if a]
+    scratch = {(agent, N): train_group(agent, N, None, "", {"curriculum": "none"})
+               for N in Ns for agent in agents}
+    if args.curriculum:
+        order = sorted(Ns)
+        for agent in [a for a in (args.curriculum_agents or args.agents).split(",") if a]:
+            # Stage 1 is the run from scratch at the smallest N (trained here if not above).
+            prev = scratch.get((agent, order[0])) or train_group(
+                agent, order[0], None, "", {"curriculum": "none"})
+            for i, N in enumerate(order[1:], start=1):
+                prev = train_group(agent, N, prev, f"cur{order[0]}_",
+                                   {"curriculum": ">".join(str(n) for n in order[:i + 1]),
+                                    "episodes_total": args.episodes * (i + 1)})
     dev = torch.device("cuda" if device.startswith("cuda") else "cpu")
     return write_results("associative_recall", rows, time.perf_counter() - t0, dev,
                          command="python " + " ".join(sys.argv), out_dir=args.out)

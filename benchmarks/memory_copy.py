@@ -33,7 +33,9 @@ runs from scratch) and ``labels.episodes_total`` (the episodes of all stages so 
 
 Run: ``python benchmarks/memory_copy.py --seeds 3 --T 100,200,300 --agents hard-read,soft-read
 --transfer-T 200,500,1000,2000,5000 [--episodes 20000 | --episodes 100:9600,300:3840]
-[--device cuda]``. The original form
+[--device cuda]``. The committed ``copy_memory.json`` (the command is in it): ``--agents
+hard-read,soft-read,sab,lstm --curriculum-agents hard-read,soft-read,sab,hard-read-noclock
+--curriculum 20 --T 100,200,300 --episodes 20:9600,100:9600,200:5120,300:3200``. The original form
 ``--T 20 [--eval-T 20]`` (train at T, validate and test at eval-T) still works. Finished runs
 (their report.json) are not trained again, interrupted ones resume from their last
 checkpoint, and finished transfer scores (``transfer_T<eval_T>_n<n>.json`` in the run

@@ -123,6 +123,25 @@ def test_associative_recall_rows(tmp_path):
     assert env.cfg.n_pairs == 5 and env.cfg.episode_len == 7
 
 
+
+def test_associative_recall_curriculum_over_N(tmp_path):
+    bench = load("associative_recall")
+    runs = tmp_path / "runs"
+    out = bench.main(["--agents", "hard-read", "--seeds", "1", "--N", "5,3,7", "--episodes", "16",
+                      "--eval-size", "8", "--test-size", "8", "--device", "cpu", "--threads",
+                      "1", "--curriculum", "--out", str(tmp_path / "results"), "--runs",
+                      str(runs)])
+    acc = {(r["labels"]["N"], r["labels"]["curriculum"], r["labels"].get("episodes_total"))
+           for r in rows_of(out) if r["metric"] == "accuracy_pct"}
+    assert acc == {(3, "none", None), (5, "none", None), (7, "none", None),
+                   (5, "3>5", 32), (7, "3>5>7", 48)}
+    stage = json.loads((runs / "associative_recall_cur3_N7__hard-read__0" / "config.json")
+                       .read_text())
+    assert stage["init_from"] == str(runs / "associative_recall_cur3_N5__hard-read__0")
+    first = json.loads((runs / "associative_recall_cur3_N5__hard-read__0" / "config.json")
+                       .read_text())
+    assert first["init_from"] == str(runs / "associative_recall_N3__hard-read__0")
+
 def test_memory_cost_rows(tmp_path):
     bench = load("memory_cost")
     out = bench.main(["--T", "5,20", "--batch-size", "2", "--repeats", "2", "--threads", "1",
