@@ -22,7 +22,6 @@ compared, into ``--results-dir``:
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch
 from hardattn import checkpoint as ckpt
 from hardattn.config import TrainConfig
 
-from .compare_report import _plt, eval_curve, plot_learning_curves
+from .compare_report import _mean_std, _plt, eval_curve, plot_learning_curves, write_csv
 
 CSV_COLUMNS = ("agent", "runs", "episodes", "task", "test_accuracy_pct_mean",
                "test_accuracy_pct_std", "test_accuracy_pct_per_seed", "test_ce_mean",
@@ -72,10 +71,6 @@ def analyse_reads(run_dir: Path, device: torch.device, n: int) -> dict:
             "scored_steps": ro.scored.nonzero()[:, 0].tolist()}
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
-
-
 def summarise(agent: str, runs: list[dict], analysis: dict) -> dict:
     """One row of results.csv."""
     reports = [r["report"] for r in runs]
@@ -95,11 +90,7 @@ def summarise(agent: str, runs: list[dict], analysis: dict) -> dict:
 
 
 def write_tables(rows: list[dict], cfg, results: Path, device: str) -> None:
-    with open(results / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    write_csv(rows, CSV_COLUMNS, results / "results.csv")
     lines = [
         f"# Memory readers on {cfg.preset} ({rows[0]['task']})", "",
         f"{cfg.seeds} seed(s) per agent, {rows[0]['episodes']:,} training episodes per run "

@@ -159,12 +159,17 @@ def _human(n: float) -> str:
     return f"{n:.0f}"
 
 
-def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: str) -> None:
-    with open(results / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+def write_csv(rows: list[dict], columns: tuple[str, ...], path: Path) -> None:
+    """``rows`` as CSV with ``columns``; floats to 4 decimals."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: str) -> None:
+    write_csv(rows, CSV_COLUMNS, results / "results.csv")
     lines = [
         f"# Agent comparison on {cfg.preset}", "",
         f"{cfg.seeds} seed(s) per agent, {rows[0]['images']:,} training canvases per run "
