@@ -106,7 +106,8 @@ MAX_ENVS = 16
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _USED = {
     "agent", "env", "seed", "device", "total_images", "epochs", "batch_size", "lr", "lr_decay",
-    "n_glimpses", "patch", "scales", "first_glimpse", "core_hidden", "glimpse_hidden",
+    "n_glimpses", "patch", "scales", "first_glimpse", "augment_shift", "core_hidden",
+    "glimpse_hidden",
     "what_hidden", "where_hidden", "normalize_advantages", "entropy_coef", "value_coef", "gamma",
     "gae_lambda", "max_grad_norm", "eval_every", "eval_size", "test_size", "eval_batch",
     "log_every", "checkpoint_every", "keep_checkpoints", "run_dir", "resume", "from_run",

@@ -35,7 +35,12 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
                    help="canvases per update (64 learns faster per image on CPU than 128)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: all cores; 1 is faster on a loaded machine)")
+    p.add_argument("--augment-shift", type=int, default=0,
+                   help="random shift of the training canvases, pixels (TrainConfig field)")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the existing file's rows whose labels this call does not produce "
+                        "(another budget or augmentation); each kept row records its source")
     p.add_argument("--runs", default=str(REPO / "runs" / "bench"), help="run folders go here")
     args = p.parse_args(argv)
     if args.threads:
@@ -50,7 +55,8 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
             fields = {**{k: v for k, v in defaults.items() if k != "epochs"},
                       "agent": agent, "env": env, "seed": seed, "epochs": args.epochs,
                       "device": args.device, "run_dir": str(run_dir),
-                      "threads": args.threads, "batch_size": args.batch_size}
+                      "threads": args.threads, "batch_size": args.batch_size,
+                      "augment_shift": args.augment_shift}
             check_run_settings(run_dir, TrainConfig(**fields).to_dict())
             if report_file.exists():  # resumable: finished runs are not trained again
                 reports.append(json.loads(report_file.read_text()))
@@ -70,9 +76,10 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
                                                      "epochs": args.epochs}))
         cfg_dict["threads"] = args.threads
         cfg_dict["batch_size"] = args.batch_size
+        cfg_dict["augment_shift"] = args.augment_shift
         labels = {"agent": agent, "preset": preset,
                   "glimpses": defaults.get("n_glimpses") or {"mnist28": 6}.get(preset, 8),
-                  "epochs": args.epochs}
+                  "epochs": args.epochs, "augment_shift": args.augment_shift}
         rows.append(result("test_error_pct", [r["test_error_pct"] for r in reports], "%", False,
                            labels, cfg_dict))
         rows.append(result("val_error_pct", [r["val_error_pct"] for r in reports], "%", False,
@@ -81,9 +88,31 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
                            True, labels, cfg_dict))
         rows.append(result("wall_s", [r["wall_s"] for r in reports], "s", False, labels,
                            cfg_dict))
+    if args.merge:
+        rows += kept_rows(Path(args.out or REPO / "benchmarks" / "results") /
+                          f"ram_{preset}.json", rows)
     dev = torch.device("cuda" if device and device.startswith("cuda") else "cpu")
     # wall_s: the summed training time of every run (runs may come from earlier, resumed or
     # parallel invocations; this call's own time would undercount them).
     del t0
     return write_results(f"ram_{preset}", rows, train_wall, dev,
                          command="python " + " ".join(sys.argv), out_dir=args.out)
+
+
+def kept_rows(path: Path, new_rows: list[dict]) -> list[dict]:
+    """The rows of an earlier results file that ``new_rows`` do not replace (same metric and
+    labels), each with ``source`` (that file's commit, date, command and device)."""
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    source = {k: old.get(k) for k in ("commit", "date", "command", "device")}
+    new = {(r["metric"], json.dumps(r["labels"], sort_keys=True)) for r in new_rows}
+    out = []
+    for row in old["results"]:
+        row = {**row, "labels": dict(row["labels"])}
+        # Rows from before the augment_shift label: their config says what they ran with.
+        row["labels"].setdefault("augment_shift", row.get("config", {}).get("augment_shift", 0))
+        if (row["metric"], json.dumps(row["labels"], sort_keys=True)) not in new:
+            row.setdefault("source", source)
+            out.append(row)
+    return out

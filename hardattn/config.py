@@ -60,6 +60,10 @@ class TrainConfig:
     """Glimpse scales; None = the env's default."""
     first_glimpse: Literal["random", "center"] = "center"
     """Where the first glimpse is taken."""
+    augment_shift: int = 0
+    """Training canvases only: translate each by a random whole number of pixels in [-k, k]
+    per axis (zeros fill in). Regularises mnist28, where RAM overfits the 50,000 digits;
+    validation and test canvases are never shifted. 0 = off."""
     core: Literal["rnn", "lstm", "gru"] = "rnn"
     """Recurrent core: ReLU RNN (the paper's), LSTM or GRU."""
     core_hidden: int = 256
@@ -248,6 +252,10 @@ class TrainConfig:
                      "checkpoint_every", "keep_checkpoints"):
             positive_int(name)
         positive_int("grad_stats_every", allow_zero=True)
+        positive_int("augment_shift", allow_zero=True)
+        need(self.augment_shift == 0 or self.agent not in MEMORY_AGENTS,
+             f"--augment-shift={self.augment_shift} is for the image agents; --agent "
+             f"{self.agent} reads a memory (leave it at 0)")
         positive_int("threads", allow_zero=True)
         for name in ("n_glimpses", "patch", "scales"):
             if getattr(self, name) is not None:

@@ -140,6 +140,11 @@ class CanvasSpec:
     """Side of each square distractor crop, in pixels of the (scaled) digit."""
     digit_scale: float = 1.0
     """Digits are resized to ``round(28 * digit_scale)`` pixels before placement."""
+    shift: int = 0
+    """Training augmentation: each drawn canvas is translated by a random whole number of
+    pixels in ``[-shift, shift]`` along each axis (what leaves the canvas is lost, zeros come
+    in). 0, every preset's value, leaves canvases and random stream as they were. The fixed
+    validation and test sets are never shifted."""
 
     @property
     def digit_size(self) -> int:
@@ -151,7 +156,7 @@ class CanvasSpec:
         Raises:
             ValueError: naming the field, its value and the accepted range.
         """
-        for name in ("height", "width", "n_distractors", "distractor_size"):
+        for name in ("height", "width", "n_distractors", "distractor_size", "shift"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name}={value!r} must be an integer")
@@ -165,6 +170,9 @@ class CanvasSpec:
             )
         if self.n_distractors < 0:
             raise ValueError(f"n_distractors={self.n_distractors} must be >= 0")
+        if not 0 <= self.shift < min(self.height, self.width):
+            raise ValueError(f"shift={self.shift} must be in [0, {min(self.height, self.width)})"
+                             f" (pixels, less than the canvas side); 0 turns it off")
         if self.n_distractors and not 1 <= self.distractor_size <= d:
             raise ValueError(f"distractor_size={self.distractor_size} must be in [1, {d}]")
         return self
@@ -200,7 +208,7 @@ class Canvases:
     images: torch.Tensor  # (B, 1, H, W) float in [0, 1], every value a multiple of 1/255
     labels: torch.Tensor  # (B,) int64
     digit_index: torch.Tensor  # (B,) index of the target digit in the split's bank
-    digit_pos: torch.Tensor  # (B, 2) top-left (y, x) of the target digit on the canvas
+    digit_pos: torch.Tensor  # (B, 2) top-left (y, x) of the target digit (shifted: may be < 0)
     distractor_index: torch.Tensor  # (B, D) source digits of the distractors
     distractor_src: torch.Tensor  # (B, D, 2) top-left (y, x) of each crop inside its digit
     distractor_pos: torch.Tensor  # (B, D, 2) top-left (y, x) of each crop on the canvas
@@ -286,7 +294,32 @@ class CanvasGenerator:
         dst = (pos[:, 0] * W + pos[:, 1])[:, None] + self._digit_off  # (n, d*d)
         canvas.scatter_add_(1, dst, self.bank[idx].view(n, d * d).float())
         images = canvas.clamp_(max=255.0).div_(255.0).view(n, 1, H, W)  # (n, 1, H, W)
+        if spec.shift:
+            # Drawn last, so the canvases before the shift are those of shift=0.
+            k = spec.shift
+            off = torch.randint(-k, k + 1, (n, 2), **kw)  # (n, 2) = (dy, dx)
+            images = translate(images, off, k)
+            pos, dpos = pos + off, dpos + off[:, None]
         return Canvases(images, self.labels[idx], idx, pos, didx, dsrc, dpos)
+
+
+def translate(images: torch.Tensor, offset: torch.Tensor, bound: int) -> torch.Tensor:
+    """Move each image by whole pixels, zero-filled: ``out[b, :, y, x] = images[b, :, y - dy,
+    x - dx]`` with ``(dy, dx) = offset[b]``.
+
+    Args:
+        images: ``(n, C, H, W)``.
+        offset: ``(n, 2)`` integer ``(dy, dx)``, each in ``[-bound, bound]``.
+        bound: the largest ``|dy|`` or ``|dx|`` (the padding width).
+    """
+    n, _, H, W = images.shape
+    dev = images.device
+    padded = F.pad(images, (bound, bound, bound, bound))  # (n, C, H+2k, W+2k)
+    ys = (bound - offset[:, 0])[:, None] + torch.arange(H, device=dev)  # (n, H) source rows
+    xs = (bound - offset[:, 1])[:, None] + torch.arange(W, device=dev)  # (n, W) source cols
+    b = torch.arange(n, device=dev)[:, None, None]  # (n, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[b, ys[:, :, None], xs[:, None, :]]  # (n, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()  # (n, C, H, W)
 
 
 # ----------------------------------------------------------------------------- fixed sets

@@ -31,7 +31,7 @@ def test_writes_test_error_over_seeds_and_reuses_finished_runs(data_root, tmp_pa
     assert set(rows) >= {"test_error_pct", "val_error_pct", "images_per_s", "wall_s"}
     err = rows["test_error_pct"]
     assert err["labels"] == {"agent": "reinforce", "preset": "mnist28", "glimpses": 6,
-                             "epochs": 0.0004}
+                             "epochs": 0.0004, "augment_shift": 0}
     assert len(err["per_seed"]) == 1 and 0.0 <= err["value"] <= 100.0
     report = tmp_path / "runs" / "ram_mnist28__reinforce__0" / "report.json"
     stamp = report.stat().st_mtime_ns
@@ -49,3 +49,27 @@ def test_a_finished_run_with_other_settings_is_not_reported_as_this_budget(data_
         _run(tmp_path, "--epochs", "0.0008")
     with pytest.raises(ValueError, match="batch_size"):
         _run(tmp_path, "--batch-size", "8")
+
+
+def test_merge_keeps_the_rows_of_other_settings_with_their_source(data_root, tmp_path):
+    first = _run(tmp_path)
+    # Another augmentation in other run folders: without --merge the file holds only it.
+    shifted = _run(tmp_path, "--augment-shift", "2", "--runs", str(tmp_path / "runs2"))
+    assert {r["labels"]["augment_shift"] for r in shifted["results"]} == {2}
+    assert shifted["results"][0]["config"]["augment_shift"] == 2
+    # Put the first file back, as an older one without the augment_shift label.
+    out = tmp_path / "out" / "ram_mnist28.json"
+    for row in first["results"]:
+        del row["labels"]["augment_shift"]
+    out.write_text(json.dumps(first))
+    merged = _run(tmp_path, "--augment-shift", "2", "--runs", str(tmp_path / "runs2"),
+                  "--merge")
+    by = {(r["metric"], r["labels"]["augment_shift"]): r for r in merged["results"]}
+    assert len(by) == len(merged["results"]) == 8
+    old = by[("test_error_pct", 0)]
+    assert old["per_seed"] == first["results"][0]["per_seed"]
+    assert old["source"]["command"] == first["command"]
+    assert "source" not in by[("test_error_pct", 2)]
+    # Merging again replaces this call's rows instead of repeating them.
+    again = _run(tmp_path, "--augment-shift", "2", "--runs", str(tmp_path / "runs2"), "--merge")
+    assert len(again["results"]) == 8
