@@ -9,8 +9,10 @@ Four implementations per preset, timed as training images per second:
   (no data, no sensor): the compute floor of this model.
 - ``roofline``: only the matrix multiplies of the same layer shapes (forward ``X W^T`` and
   the two backward products ``dY W`` and ``dY^T X`` of every Linear, every glimpse step).
-- ``naive``: a typical research script: a per-sample Python loop for the retina, one
-  forward per step, a host sync every step (``.item()``), the same loss and optimiser.
+- ``naive``: a typical research script: a per-sample Python loop for the retina, the RAM
+  written as research code writes it (``NaiveRAM``: one ``nn.Linear`` per weight matrix of
+  the paper, so input and recurrent weights are separate GEMMs), one forward per step, a host
+  sync every step (``.item()``), the same loss and optimiser.
 
 Repeats of the implementations are interleaved so that load on the machine hits them alike;
 the median of the repeats is quoted, and ``ratio`` rows divide the end-to-end figure by each
@@ -203,13 +205,52 @@ class Roofline:
                 torch.mm(dy.t(), x, out=dw)
 
 
+class NaiveRAM(torch.nn.Module):
+    """The RAM as research scripts write it: one ``nn.Linear`` per weight matrix of the paper.
+
+    Same widths as ``hardattn.networks.RAM`` (and two more bias vectors); where that model
+    runs one GEMM over ``[what, where]`` and one over ``[g, h_prev]``, this one runs two each:
+    ``g = ReLU(W_what' what + W_where' where)``, ``h = ReLU(W_i g + W_h h_prev)``.
+    """
+
+    def __init__(self, n_in: int, cfg: TrainConfig) -> None:
+        super().__init__()
+        lin = torch.nn.Linear
+        self.fc_what, self.fc_where = lin(n_in, cfg.what_hidden), lin(2, cfg.where_hidden)
+        self.what_to_g = lin(cfg.what_hidden, cfg.glimpse_hidden)
+        self.where_to_g = lin(cfg.where_hidden, cfg.glimpse_hidden)
+        self.i2h = lin(cfg.glimpse_hidden, cfg.core_hidden)
+        self.h2h = lin(cfg.core_hidden, cfg.core_hidden)
+        self.fc_loc, self.classifier = lin(cfg.core_hidden, 2), lin(cfg.core_hidden, 10)
+        self.fc_baseline = lin(cfg.core_hidden, 1)
+        self.hidden, self.std = cfg.core_hidden, cfg.std
+
+    def initial_state(self, batch: int, device: torch.device) -> torch.Tensor:
+        return torch.zeros(batch, self.hidden, device=device)
+
+    def step(self, patches: torch.Tensor, loc: torch.Tensor, h: torch.Tensor):
+        what = F.relu(self.fc_what(patches.flatten(1)))  # (B, what_hidden)
+        where = F.relu(self.fc_where(loc))  # (B, where_hidden)
+        g = F.relu(self.what_to_g(what) + self.where_to_g(where))  # (B, glimpse_hidden)
+        h = F.relu(self.i2h(g) + self.h2h(h))  # (B, core_hidden)
+        return h, h
+
+    def location_mean(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc_loc(h.detach()))  # (B, 2)
+
+    def value(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc_baseline(h.detach()).squeeze(-1)  # (B,)
+
+
 class Naive:
-    """A typical research script: Python loop over samples for the retina, sync every step."""
+    """A typical research script: Python loop over samples for the retina, one Linear per
+    weight matrix, sync every step."""
 
     def __init__(self, cfg: TrainConfig, dev: torch.device, e2e: EndToEnd) -> None:
         self.cfg, self.dev = cfg, dev
         torch.manual_seed(cfg.seed)
-        self.model = make_model(cfg, e2e.env).to(dev)
+        g = e2e.env.cfg
+        self.model = NaiveRAM(g.scales * g.patch * g.patch, cfg).to(dev)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sampler = e2e.env.unwrapped._task.canvas
         self.gcfg = e2e.env.cfg
@@ -242,7 +283,7 @@ class Naive:
         B, T = images.shape[0], self.gcfg.n_glimpses
         loc = torch.zeros(B, 2, device=self.dev)
         state = model.initial_state(B, self.dev)
-        std = model.location.std(cfg.std)
+        std = torch.full((2,), cfg.std, device=self.dev)
         logps, values = [], []
         for t in range(T):
             state, h = model.step(self.retina(images, loc), loc, state)

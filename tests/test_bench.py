@@ -13,6 +13,7 @@ from hardattn.agents.bench import (
     BenchConfig,
     EndToEnd,
     Naive,
+    NaiveRAM,
     Roofline,
     bench,
     layer_shapes,
@@ -32,6 +33,47 @@ def test_naive_retina_reads_the_same_glimpses_as_the_sensor(data_root):
         loc[0] = torch.tensor([0.0, 0.0])
         want = glimpse(images, loc, g.patch, g.scales, g.scale_factor)
         torch.testing.assert_close(naive.retina(images, loc), want, rtol=0, atol=1e-6)
+
+
+def test_naive_network_is_the_same_function_written_with_separate_linears(data_root):
+    cfg = train_config("cluttered60", 8, "cpu")
+    e2e = EndToEnd(cfg, torch.device("cpu"))
+    ram, g = e2e.model, e2e.env.cfg
+    naive = NaiveRAM(g.scales * g.patch * g.patch, cfg)
+    wh, gh = cfg.what_hidden, cfg.glimpse_hidden
+    with torch.no_grad():  # split the fused matrices of RAM into the naive ones
+        comb, cell = ram.glimpse_net.combine, ram.core.cell
+        pairs = [(naive.fc_what, ram.glimpse_net.what), (naive.fc_where, ram.glimpse_net.where),
+                 (naive.fc_loc, ram.location.fc), (naive.classifier, ram.classifier),
+                 (naive.fc_baseline, ram.baseline)]
+        for a, b in pairs:
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+        naive.what_to_g.weight.copy_(comb.weight[:, :wh])
+        naive.where_to_g.weight.copy_(comb.weight[:, wh:])
+        naive.what_to_g.bias.copy_(comb.bias)
+        naive.where_to_g.bias.zero_()
+        naive.i2h.weight.copy_(cell.weight[:, :gh])
+        naive.h2h.weight.copy_(cell.weight[:, gh:])
+        naive.i2h.bias.copy_(cell.bias)
+        naive.h2h.bias.zero_()
+    gen = torch.Generator().manual_seed(0)
+    patches = torch.rand(8, g.scales, 1, g.patch, g.patch, generator=gen)
+    loc = torch.rand(8, 2, generator=gen) * 2 - 1
+    h0 = torch.rand(8, cfg.core_hidden, generator=gen)
+    _, want = ram.step(patches, loc, h0)
+    _, got = naive.step(patches, loc, h0)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(naive.location_mean(got), ram.location_mean(want))
+    torch.testing.assert_close(naive.value(got), ram.value(want))
+    extra_biases = gh + cfg.core_hidden
+    assert sum(p.numel() for p in naive.parameters()) == \
+        sum(p.numel() for p in ram.parameters()) - 2 + extra_biases  # RAM's log_std (2,)
+    before = [p.detach().clone() for p in naive.parameters()]
+    trainer = Naive(cfg, torch.device("cpu"), e2e)
+    trainer.model.load_state_dict(naive.state_dict())
+    trainer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
 
 
 def test_roofline_covers_every_linear_of_the_model(data_root):
