@@ -20,6 +20,8 @@ from hardattn.benchmarking import check_run_settings, result, write_results
 from hardattn.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
+# Labels added after results were first written, with the value older runs had.
+LABEL_DEFAULTS = {"augment_shift": 0, "std": TrainConfig.std}
 
 
 def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -> Path:
@@ -37,6 +39,8 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
                    help="torch CPU threads (0: all cores; 1 is faster on a loaded machine)")
     p.add_argument("--augment-shift", type=int, default=0,
                    help="random shift of the training canvases, pixels (TrainConfig field)")
+    p.add_argument("--std", type=float, default=TrainConfig.std,
+                   help="location-policy std (RAM on cluttered 60x60 explores better at 0.25)")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     p.add_argument("--merge", action="store_true",
                    help="keep the existing file's rows whose labels this call does not produce "
@@ -56,7 +60,7 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
                       "agent": agent, "env": env, "seed": seed, "epochs": args.epochs,
                       "device": args.device, "run_dir": str(run_dir),
                       "threads": args.threads, "batch_size": args.batch_size,
-                      "augment_shift": args.augment_shift}
+                      "augment_shift": args.augment_shift, "std": args.std}
             check_run_settings(run_dir, TrainConfig(**fields).to_dict())
             if report_file.exists():  # resumable: finished runs are not trained again
                 reports.append(json.loads(report_file.read_text()))
@@ -77,9 +81,10 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
         cfg_dict["threads"] = args.threads
         cfg_dict["batch_size"] = args.batch_size
         cfg_dict["augment_shift"] = args.augment_shift
+        cfg_dict["std"] = args.std
         labels = {"agent": agent, "preset": preset,
                   "glimpses": defaults.get("n_glimpses") or {"mnist28": 6}.get(preset, 8),
-                  "epochs": args.epochs, "augment_shift": args.augment_shift}
+                  "epochs": args.epochs, "augment_shift": args.augment_shift, "std": args.std}
         rows.append(result("test_error_pct", [r["test_error_pct"] for r in reports], "%", False,
                            labels, cfg_dict))
         rows.append(result("val_error_pct", [r["val_error_pct"] for r in reports], "%", False,
@@ -110,8 +115,9 @@ def kept_rows(path: Path, new_rows: list[dict]) -> list[dict]:
     out = []
     for row in old["results"]:
         row = {**row, "labels": dict(row["labels"])}
-        # Rows from before the augment_shift label: their config says what they ran with.
-        row["labels"].setdefault("augment_shift", row.get("config", {}).get("augment_shift", 0))
+        # Rows from before a label existed: their config says what they ran with.
+        for key in LABEL_DEFAULTS:
+            row["labels"].setdefault(key, row.get("config", {}).get(key, LABEL_DEFAULTS[key]))
         if (row["metric"], json.dumps(row["labels"], sort_keys=True)) not in new:
             row.setdefault("source", source)
             out.append(row)
