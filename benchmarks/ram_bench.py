@@ -21,7 +21,7 @@ from hardattn.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 # Labels added after results were first written, with the value older runs had.
-LABEL_DEFAULTS = {"augment_shift": 0, "std": TrainConfig.std}
+LABEL_DEFAULTS = {"augment_shift": 0, "std": TrainConfig.std, "lr": TrainConfig.lr}
 
 
 def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -> Path:
@@ -41,6 +41,7 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
                    help="random shift of the training canvases, pixels (TrainConfig field)")
     p.add_argument("--std", type=float, default=TrainConfig.std,
                    help="location-policy std (RAM on cluttered 60x60 explores better at 0.25)")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     p.add_argument("--merge", action="store_true",
                    help="keep the existing file's rows whose labels this call does not produce "
@@ -60,7 +61,7 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
                       "agent": agent, "env": env, "seed": seed, "epochs": args.epochs,
                       "device": args.device, "run_dir": str(run_dir),
                       "threads": args.threads, "batch_size": args.batch_size,
-                      "augment_shift": args.augment_shift, "std": args.std}
+                      "augment_shift": args.augment_shift, "std": args.std, "lr": args.lr}
             check_run_settings(run_dir, TrainConfig(**fields).to_dict())
             if report_file.exists():  # resumable: finished runs are not trained again
                 reports.append(json.loads(report_file.read_text()))
@@ -81,10 +82,11 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
         cfg_dict["threads"] = args.threads
         cfg_dict["batch_size"] = args.batch_size
         cfg_dict["augment_shift"] = args.augment_shift
-        cfg_dict["std"] = args.std
+        cfg_dict["std"], cfg_dict["lr"] = args.std, args.lr
         labels = {"agent": agent, "preset": preset,
                   "glimpses": defaults.get("n_glimpses") or {"mnist28": 6}.get(preset, 8),
-                  "epochs": args.epochs, "augment_shift": args.augment_shift, "std": args.std}
+                  "epochs": args.epochs, "augment_shift": args.augment_shift, "std": args.std,
+                  "lr": args.lr}
         rows.append(result("test_error_pct", [r["test_error_pct"] for r in reports], "%", False,
                            labels, cfg_dict))
         rows.append(result("val_error_pct", [r["val_error_pct"] for r in reports], "%", False,

@@ -31,7 +31,8 @@ def test_writes_test_error_over_seeds_and_reuses_finished_runs(data_root, tmp_pa
     assert set(rows) >= {"test_error_pct", "val_error_pct", "images_per_s", "wall_s"}
     err = rows["test_error_pct"]
     assert err["labels"] == {"agent": "reinforce", "preset": "mnist28", "glimpses": 6,
-                             "epochs": 0.0004, "augment_shift": 0, "std": 0.15}
+                             "epochs": 0.0004, "augment_shift": 0, "std": 0.15,
+                             "lr": 0.001}
     assert len(err["per_seed"]) == 1 and 0.0 <= err["value"] <= 100.0
     report = tmp_path / "runs" / "ram_mnist28__reinforce__0" / "report.json"
     stamp = report.stat().st_mtime_ns
@@ -57,15 +58,16 @@ def test_merge_keeps_the_rows_of_other_settings_with_their_source(data_root, tmp
     shifted = _run(tmp_path, "--augment-shift", "2", "--runs", str(tmp_path / "runs2"))
     assert {r["labels"]["augment_shift"] for r in shifted["results"]} == {2}
     assert shifted["results"][0]["config"]["augment_shift"] == 2
-    wider = _run(tmp_path, "--std", "0.25", "--runs", str(tmp_path / "runs3"))
+    wider = _run(tmp_path, "--std", "0.25", "--lr", "0.002", "--runs", str(tmp_path / "runs3"))
     assert wider["results"][0]["labels"]["std"] == wider["results"][0]["config"]["std"] == 0.25
+    assert wider["results"][0]["labels"]["lr"] == wider["results"][0]["config"]["lr"] == 0.002
     report = json.loads((tmp_path / "runs3" / "ram_mnist28__reinforce__0" / "config.json")
                         .read_text())
-    assert report["std"] == 0.25
+    assert report["std"] == 0.25 and report["lr"] == 0.002
     # Put the first file back, as an older one without the augment_shift label.
     out = tmp_path / "out" / "ram_mnist28.json"
     for row in first["results"]:
-        del row["labels"]["augment_shift"], row["labels"]["std"]
+        del row["labels"]["augment_shift"], row["labels"]["std"], row["labels"]["lr"]
     out.write_text(json.dumps(first))
     merged = _run(tmp_path, "--augment-shift", "2", "--runs", str(tmp_path / "runs2"),
                   "--merge")
