@@ -223,7 +223,7 @@ class NaiveRAM(torch.nn.Module):
         self.h2h = lin(cfg.core_hidden, cfg.core_hidden)
         self.fc_loc, self.classifier = lin(cfg.core_hidden, 2), lin(cfg.core_hidden, 10)
         self.fc_baseline = lin(cfg.core_hidden, 1)
-        self.hidden, self.std = cfg.core_hidden, cfg.std
+        self.hidden = cfg.core_hidden
 
     def initial_state(self, batch: int, device: torch.device) -> torch.Tensor:
         return torch.zeros(batch, self.hidden, device=device)

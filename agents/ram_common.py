@@ -23,8 +23,8 @@ def make_env(cfg: TrainConfig, device: torch.device, num_envs: int, split: str =
     """The batched glimpse env of the run (torch tensors on ``device``)."""
     kwargs = {k: getattr(cfg, k) for k in ("n_glimpses", "patch", "scales")
               if getattr(cfg, k) is not None}
-    if cfg.augment_shift and split == "train":
-        kwargs["canvas"] = {"shift": cfg.augment_shift}
+    if split == "train":
+        kwargs["canvas"] = cfg.canvas_overrides()
     return gym.make_vec(cfg.env_id, num_envs=num_envs, split=split, device=device,
                         first_glimpse=cfg.first_glimpse, **kwargs).unwrapped
 

@@ -69,8 +69,8 @@ def make_train_env(cfg: TrainConfig, n_envs: int) -> tuple[DummyVecEnv, list[_Re
 
     def factory() -> gym.Env:
         env = gym.make(cfg.env_id, split="train", first_glimpse=cfg.first_glimpse,
-                       action_type="multidiscrete", **_sensor_kwargs(cfg),
-                       **({"canvas": {"shift": cfg.augment_shift}} if cfg.augment_shift else {}))
+                       action_type="multidiscrete", canvas=cfg.canvas_overrides(),
+                       **_sensor_kwargs(cfg))
         recorders.append(_ResetRecorder(env))
         return Monitor(recorders[-1])  # episode stats for rollout/ep_rew_mean, success_rate
 

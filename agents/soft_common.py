@@ -57,10 +57,9 @@ def task_config(cfg: TrainConfig) -> GlimpseConfig:
     scale factor) and the number of glimpses / read steps, exactly as the hard agents' env does.
     """
     preset = gym.spec(cfg.env_id).kwargs["preset"]
-    canvas = {"shift": cfg.augment_shift} if cfg.augment_shift else {}
     return GlimpseConfig(preset=preset, n_glimpses=cfg.n_glimpses, patch=cfg.patch,
                          scales=cfg.scales, first_glimpse=cfg.first_glimpse,
-                         canvas=canvas).resolved()
+                         canvas=cfg.canvas_overrides()).resolved()
 
 
 class CanvasStream:

@@ -208,6 +208,10 @@ class TrainConfig:
             raise ValueError(f"unknown config field(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
 
+    def canvas_overrides(self) -> dict:
+        """Canvas fields this run changes on its *training* canvases (``CanvasSpec``)."""
+        return {"shift": self.augment_shift} if self.augment_shift else {}
+
     # ------------------------------------------------------------------ validation
     def validate(self, registered: list[str] | None = None) -> TrainConfig:
         """Check every field and combination; return self.
