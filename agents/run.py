@@ -87,6 +87,21 @@ def registered_ids(agent: str | None = None) -> list[str]:
     return hardattn.envs.registered_ids("memory" if agent in MEMORY_AGENTS else "glimpse")
 
 
+def _check_canvas(cfg: TrainConfig) -> None:
+    """Canvas overrides that the env id's canvas cannot take fail here, naming the flag
+    (before the run folder exists)."""
+    if not cfg.augment_shift:
+        return
+    from hardattn import data
+
+    spec = data.get_spec(gym.spec(cfg.env_id).kwargs["preset"])
+    side = min(spec.height, spec.width)
+    if cfg.augment_shift >= side:
+        raise ValueError(f"--augment-shift={cfg.augment_shift} must be smaller than the "
+                         f"canvas of --env {cfg.env} ({side} pixels); a few pixels, e.g. 2, "
+                         f"is the usual amount")
+
+
 class Run:
     """Open a run: validate, pick the device, make or reopen the folder, start logging.
 
@@ -113,6 +128,7 @@ class Run:
             self.dir = path.parent.parent
             print(f"hardattn: resuming from {path} (update {self.state['update']})")
         cfg.validate(registered_ids(cfg.agent))
+        _check_canvas(cfg)
         self.cfg = cfg
         # --init-from: read the weights now, so a bad path fails before the run folder exists.
         # A resumed run takes its weights from its own checkpoint instead.

@@ -99,3 +99,13 @@ def test_a_shifted_run_trains_and_differs_from_an_unshifted_one(data_root, tmp_p
     wa = ckpt.load_latest(tmp_path / "a")[0]["model"]
     wb = ckpt.load_latest(tmp_path / "b")[0]["model"]
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_shift_as_wide_as_the_canvas_fails_before_the_run_folder(data_root, tmp_path):
+    from hardattn.agents.run import train
+
+    cfg = TrainConfig(env="GlimpseMNIST-v0", device="cpu", augment_shift=30, total_images=16,
+                      batch_size=16, progress=False, run_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"--augment-shift=30 .*28 pixels"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
