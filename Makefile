@@ -2,14 +2,16 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# Pins torch to its CPU build (see constraints.txt); `make test CONSTRAINTS=` lifts the pins.
+CONSTRAINTS ?= constraints.txt
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: test demo lint bench-data clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	touch $(STAMP)
 
 test: $(STAMP)

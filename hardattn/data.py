@@ -1,6 +1,6 @@
 """MNIST, its splits, and batched canvas generators (the deepmind/mnist-cluttered protocol).
 
-Data flow: ``load_mnist`` reads the official idx files through torchvision once per process
+Data flow: ``load_mnist`` reads the official idx files (``read_idx``) once per process
 and cuts a split out of them; ``CanvasGenerator`` places digits (and distractor
 crops) on canvases in torch, batched, on any device, from a caller-seeded ``torch.Generator``;
 ``fixed_set`` builds the validation/test canvases once from a fixed seed and caches them.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,29 +66,84 @@ def _missing_message(root: Path, reason: str) -> str:
     )
 
 
+class IdxFormatError(ValueError):
+    """An idx file that does not parse; the message names the file and what is wrong."""
+
+
+# idx type byte -> torch dtype and bytes per element; MNIST only uses 0x08 (unsigned byte).
+_IDX_TYPES = {0x08: (torch.uint8, 1)}
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """One idx file (the official MNIST format) as a tensor, checked against its own header.
+
+    The format is a 4-byte magic ``00 00 <type> <ndim>``, then ``ndim`` big-endian int32 sizes,
+    then the data. Read by hand rather than through torchvision: it is twenty lines, it costs
+    no torchvision import, and it works with the CPU-only torch build, under which
+    torchvision's CUDA wheels do not import.
+
+    Raises:
+        IdxFormatError: bad magic, unsupported type, or a body whose length the header
+            does not predict.
+    """
+    raw = Path(path).read_bytes()
+    name = Path(path).name
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise IdxFormatError(f"{name}: not an idx file (its first bytes are {raw[:4]!r})")
+    kind, ndim = raw[2], raw[3]
+    if kind not in _IDX_TYPES:
+        raise IdxFormatError(f"{name}: idx element type 0x{kind:02x} is not unsigned bytes (0x08)")
+    body_start = 4 + 4 * ndim
+    if len(raw) < body_start:
+        raise IdxFormatError(f"{name}: {len(raw)} bytes, too short for a {ndim}-d idx header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype, width = _IDX_TYPES[kind]
+    expected = body_start + width * math.prod(shape)
+    if len(raw) != expected:
+        raise IdxFormatError(
+            f"{name}: header says shape {shape} ({expected} bytes) but the file has {len(raw)} "
+            f"bytes (truncated or damaged)"
+        )
+    # bytearray: torch.frombuffer wants a writable buffer; clone() detaches from it.
+    return torch.frombuffer(bytearray(raw[body_start:]), dtype=dtype).reshape(shape).clone()
+
+
+def _download(root: Path) -> None:
+    """Fetch the four raw files into ``root/MNIST/raw`` with torchvision's MNIST downloader."""
+    try:
+        import torchvision  # deferred: only a download needs it, and it costs about a second
+    except Exception as exc:  # ImportError, or a torchvision built for another torch
+        raise MNISTNotFoundError(
+            _missing_message(root, f"download impossible, torchvision does not import: {exc}")
+        ) from exc
+    try:
+        torchvision.datasets.MNIST(root=str(root), train=True, download=True)
+        torchvision.datasets.MNIST(root=str(root), train=False, download=True)
+    except Exception as exc:  # URLError, checksum mismatch, no space left...
+        raise MNISTNotFoundError(_missing_message(root, f"download failed: {exc}")) from exc
+
+
 @functools.lru_cache(maxsize=4)
 def _load_official(root_str: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    import torchvision  # deferred: importing torchvision costs about a second
-
     root = Path(root_str)
     raw = root / "MNIST" / "raw"
     present = all((raw / f).exists() for f in RAW_FILES)
-    if not present and not download:
-        raise MNISTNotFoundError(_missing_message(root, "downloads disabled"))
+    if not present:
+        if not download:
+            raise MNISTNotFoundError(_missing_message(root, "downloads disabled"))
+        _download(root)
+    prefix = "train" if train else "t10k"
     try:
-        ds = torchvision.datasets.MNIST(root=root_str, train=train, download=download)
-    except MNISTNotFoundError:
-        raise
-    except Exception as exc:  # URLError, RuntimeError("Dataset not found"), truncated files...
-        reason = "download failed" if not present else "files unreadable"
-        raise MNISTNotFoundError(_missing_message(root, f"{reason}: {exc}")) from exc
-    images, labels = ds.data, ds.targets
+        images = read_idx(raw / f"{prefix}-images-idx3-ubyte")
+        labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte")
+    except (OSError, IdxFormatError) as exc:
+        raise MNISTNotFoundError(_missing_message(root, f"files unreadable: {exc}")) from exc
     expected = 60_000 if train else 10_000
     if images.shape != (expected, DIGIT_SIZE, DIGIT_SIZE) or labels.shape != (expected,):
         raise MNISTNotFoundError(
             _missing_message(
                 root,
-                f"{'train' if train else 't10k'} files hold images {tuple(images.shape)} and "
+                f"{prefix} files hold images {tuple(images.shape)} and "
                 f"labels {tuple(labels.shape)}, expected ({expected}, 28, 28) and ({expected},): "
                 f"the files are truncated or not the official ones",
             )

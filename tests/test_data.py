@@ -1,7 +1,7 @@
 """The MNIST data layer keeps the cluttered-MNIST protocol: splits, canvases, fixed sets, errors.
 
 Canvases are checked against an independent, deliberately slow reconstruction: the official idx
-files are parsed here with numpy (not through ``hardattn.data`` or torchvision), and every canvas
+files are parsed here with numpy (not through ``hardattn.data.read_idx``), and every canvas
 is redrawn pixel by pixel from the ``Canvases`` metadata. Equality proves the number, size,
 source and position of every distractor and of the target digit, and the clipping at 255.
 """
@@ -9,8 +9,10 @@ source and position of every distractor and of the target digit, and the clippin
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -371,6 +373,75 @@ def test_consistent_but_short_label_file_is_rejected_as_not_official(tmp_path, d
     with pytest.raises(MNISTNotFoundError, match=r"truncated or not the official") as err:
         data.load_mnist("test", tmp_path / "root", download=False)
     assert "(1000,)" in str(err.value) and "t10k" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "content, named",
+    [
+        (b"PK\x03\x04zipfile", "not an idx file"),
+        (b"\x00\x00\x0d\x01" + (4).to_bytes(4, "big") + bytes(16), "element type 0x0d"),
+        (b"\x00\x00\x08\x03" + (2).to_bytes(4, "big"), "too short for a 3-d idx header"),
+        (b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + bytes(6), "shape (5,) (13 bytes)"),
+    ],
+)
+def test_read_idx_rejects_damaged_files_naming_the_file_and_the_damage(tmp_path, content, named):
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(data.IdxFormatError, match=re.escape(named)) as err:
+        data.read_idx(path)
+    assert "t10k-labels-idx1-ubyte" in str(err.value)
+
+
+def test_read_idx_reads_a_hand_written_file_in_big_endian_order(tmp_path):
+    body = bytes(range(6))
+    path = tmp_path / "tiny-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x02" + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + body)
+    out = data.read_idx(path)
+    assert out.dtype == torch.uint8 and out.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def _fake_torchvision(monkeypatch, mnist_cls) -> None:
+    fake = types.ModuleType("torchvision")
+    fake.datasets = types.SimpleNamespace(MNIST=mnist_cls)
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+
+
+def test_download_goes_through_torchvision_then_reads_the_files_it_wrote(tmp_path, data_root,
+                                                                          monkeypatch):
+    calls = []
+
+    class FakeMNIST:  # writes the official files where torchvision's MNIST would put them
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            raw = Path(root) / "MNIST" / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            for name in data.RAW_FILES:
+                if not (raw / name).exists():
+                    (raw / name).symlink_to(Path(data_root) / "MNIST" / "raw" / name)
+
+    _fake_torchvision(monkeypatch, FakeMNIST)
+    root = tmp_path / "fresh"
+    images, labels = data.load_mnist("val", root, download=True)
+    assert [c[1:] for c in calls] == [(True, True), (False, True)]
+    ref_images, ref_labels = data.load_mnist("val", data_root, download=False)
+    assert torch.equal(images, ref_images) and torch.equal(labels, ref_labels)
+
+
+@pytest.mark.parametrize("failure", ["import", "network"])
+def test_failed_download_says_why_and_names_both_fixes(tmp_path, monkeypatch, failure):
+    if failure == "import":  # e.g. torchvision's CUDA wheel under the CPU-only torch build
+        monkeypatch.setitem(sys.modules, "torchvision", None)
+    else:
+        class Offline:
+            def __init__(self, root, train, download):
+                raise OSError("URLError: <urlopen error [Errno -3] name resolution>")
+
+        _fake_torchvision(monkeypatch, Offline)
+    with pytest.raises(MNISTNotFoundError) as err:
+        data.load_mnist("test", tmp_path / "r", download=True)
+    msg = str(err.value)
+    assert ("torchvision does not import" if failure == "import" else "urlopen error") in msg
+    assert data.DATA_ENV in msg and "train-images-idx3-ubyte" in msg
 
 
 @pytest.mark.parametrize(
