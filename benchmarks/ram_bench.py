@@ -18,6 +18,7 @@ import torch
 
 from hardattn.benchmarking import check_run_settings, result, write_results
 from hardattn.config import TrainConfig
+from hardattn.envs.glimpse_task import PRESET_DEFAULTS
 
 REPO = Path(__file__).resolve().parent.parent
 # Labels added after results were first written, with the value older runs had.
@@ -42,6 +43,8 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
     p.add_argument("--std", type=float, default=TrainConfig.std,
                    help="location-policy std (RAM on cluttered 60x60 explores better at 0.25)")
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate")
+    p.add_argument("--scales", type=int, default=None,
+                   help="glimpse scales (default: the preset's, e.g. 1 on mnist28)")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     p.add_argument("--merge", action="store_true",
                    help="keep the existing file's rows whose labels this call does not produce "
@@ -61,7 +64,8 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
                       "agent": agent, "env": env, "seed": seed, "epochs": args.epochs,
                       "device": args.device, "run_dir": str(run_dir),
                       "threads": args.threads, "batch_size": args.batch_size,
-                      "augment_shift": args.augment_shift, "std": args.std, "lr": args.lr}
+                      "augment_shift": args.augment_shift, "std": args.std, "lr": args.lr,
+                      "scales": args.scales}
             check_run_settings(run_dir, TrainConfig(**fields).to_dict())
             if report_file.exists():  # resumable: finished runs are not trained again
                 reports.append(json.loads(report_file.read_text()))
@@ -82,11 +86,11 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
         cfg_dict["threads"] = args.threads
         cfg_dict["batch_size"] = args.batch_size
         cfg_dict["augment_shift"] = args.augment_shift
-        cfg_dict["std"], cfg_dict["lr"] = args.std, args.lr
+        cfg_dict["std"], cfg_dict["lr"], cfg_dict["scales"] = args.std, args.lr, args.scales
         labels = {"agent": agent, "preset": preset,
                   "glimpses": defaults.get("n_glimpses") or {"mnist28": 6}.get(preset, 8),
                   "epochs": args.epochs, "augment_shift": args.augment_shift, "std": args.std,
-                  "lr": args.lr}
+                  "lr": args.lr, "scales": scales_label(preset, args.scales)}
         rows.append(result("test_error_pct", [r["test_error_pct"] for r in reports], "%", False,
                            labels, cfg_dict))
         rows.append(result("val_error_pct", [r["val_error_pct"] for r in reports], "%", False,
@@ -106,6 +110,11 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
                          command="python " + " ".join(sys.argv), out_dir=args.out)
 
 
+def scales_label(preset: str, scales: int | None) -> int:
+    """The glimpse scales a run used: its ``--scales``, else the preset's sensor default."""
+    return scales if scales is not None else PRESET_DEFAULTS[preset]["scales"]
+
+
 def kept_rows(path: Path, new_rows: list[dict]) -> list[dict]:
     """The rows of an earlier results file that ``new_rows`` do not replace (same metric and
     labels), each with ``source`` (that file's commit, date, command and device)."""
@@ -120,6 +129,8 @@ def kept_rows(path: Path, new_rows: list[dict]) -> list[dict]:
         # Rows from before a label existed: their config says what they ran with.
         for key in LABEL_DEFAULTS:
             row["labels"].setdefault(key, row.get("config", {}).get(key, LABEL_DEFAULTS[key]))
+        row["labels"].setdefault(
+            "scales", scales_label(row["labels"]["preset"], row.get("config", {}).get("scales")))
         if (row["metric"], json.dumps(row["labels"], sort_keys=True)) not in new:
             row.setdefault("source", source)
             out.append(row)

@@ -32,7 +32,7 @@ def test_writes_test_error_over_seeds_and_reuses_finished_runs(data_root, tmp_pa
     err = rows["test_error_pct"]
     assert err["labels"] == {"agent": "reinforce", "preset": "mnist28", "glimpses": 6,
                              "epochs": 0.0004, "augment_shift": 0, "std": 0.15,
-                             "lr": 0.001}
+                             "lr": 0.001, "scales": 1}
     assert len(err["per_seed"]) == 1 and 0.0 <= err["value"] <= 100.0
     report = tmp_path / "runs" / "ram_mnist28__reinforce__0" / "report.json"
     stamp = report.stat().st_mtime_ns
@@ -64,16 +64,22 @@ def test_merge_keeps_the_rows_of_other_settings_with_their_source(data_root, tmp
     report = json.loads((tmp_path / "runs3" / "ram_mnist28__reinforce__0" / "config.json")
                         .read_text())
     assert report["std"] == 0.25 and report["lr"] == 0.002
+    two = _run(tmp_path, "--scales", "2", "--runs", str(tmp_path / "runs4"))
+    assert two["results"][0]["labels"]["scales"] == two["results"][0]["config"]["scales"] == 2
+    assert json.loads((tmp_path / "runs4" / "ram_mnist28__reinforce__0" / "config.json")
+                      .read_text())["scales"] == 2
     # Put the first file back, as an older one without the augment_shift label.
     out = tmp_path / "out" / "ram_mnist28.json"
     for row in first["results"]:
         del row["labels"]["augment_shift"], row["labels"]["std"], row["labels"]["lr"]
+        del row["labels"]["scales"]
     out.write_text(json.dumps(first))
     merged = _run(tmp_path, "--augment-shift", "2", "--runs", str(tmp_path / "runs2"),
                   "--merge")
     by = {(r["metric"], r["labels"]["augment_shift"]): r for r in merged["results"]}
     assert len(by) == len(merged["results"]) == 8
     old = by[("test_error_pct", 0)]
+    assert old["labels"]["scales"] == 1  # the older row gets its preset's default back
     assert old["per_seed"] == first["results"][0]["per_seed"]
     assert old["source"]["command"] == first["command"]
     assert "source" not in by[("test_error_pct", 2)]
