@@ -102,6 +102,17 @@ def _check_canvas(cfg: TrainConfig) -> None:
                          f"is the usual amount")
 
 
+def _check_data(cfg: TrainConfig) -> None:
+    """Image agents: MNIST must load (from disk, or downloaded) before the run folder exists,
+    so a missing data set leaves no dead folder behind. The read is cached for the env."""
+    if cfg.agent in MEMORY_AGENTS:
+        return
+    from hardattn import data
+
+    data.load_mnist("train")
+    data.load_mnist("test")
+
+
 class Run:
     """Open a run: validate, pick the device, make or reopen the folder, start logging.
 
@@ -129,6 +140,7 @@ class Run:
             print(f"hardattn: resuming from {path} (update {self.state['update']})")
         cfg.validate(registered_ids(cfg.agent))
         _check_canvas(cfg)
+        _check_data(cfg)
         self.cfg = cfg
         # --init-from: read the weights now, so a bad path fails before the run folder exists.
         # A resumed run takes its weights from its own checkpoint instead.

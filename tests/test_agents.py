@@ -166,6 +166,20 @@ def test_checkpoint_round_trip_and_fallback(tmp_path):
 # ---------------------------------------------------------------- faults and bad input
 
 
+@pytest.mark.parametrize("agent", ["reinforce", "soft-glimpse"])
+def test_missing_mnist_fails_before_the_run_folder_exists(tmp_path, monkeypatch, agent):
+    # Regression: the run folder (config.json, events) was written before the env looked for
+    # MNIST, leaving a dead folder behind each failed start.
+    from hardattn import data
+    from hardattn.agents.run import train
+
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "no-mnist-here"))
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # no download either
+    with pytest.raises(data.MNISTNotFoundError, match="no-mnist-here"):
+        train(tiny(tmp_path, agent=agent))
+    assert not (tmp_path / "run").exists()
+
+
 def test_nonfinite_loss_is_not_applied(tmp_path):
     from hardattn.agents.ram_common import safe_step
 
