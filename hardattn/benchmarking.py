@@ -48,12 +48,14 @@ def cpu_model() -> str:
 
 
 def device_description(device: torch.device | str) -> str:
-    """``"cpu: 2 cores (<model>)"`` or ``"cuda: <GPU name>"``, as BENCHMARKS.md shows."""
+    """``"cpu: 2 cores (<model>)"`` or ``"cuda: <GPU name>"``, as BENCHMARKS.md shows, plus the
+    torch build (speed differs between builds: the CPU wheel and the CUDA wheel on a CPU)."""
     dev = torch.device(device)
     if dev.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(dev)}"
+        return f"cuda: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"cpu: {cores} cores ({cpu_model()}), torch threads {torch.get_num_threads()}"
+    return (f"cpu: {cores} cores ({cpu_model()}), torch threads {torch.get_num_threads()}, "
+            f"torch {torch.__version__}")
 
 
 def result(metric: str, values: list[float] | float, unit: str, higher_is_better: bool,

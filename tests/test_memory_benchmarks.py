@@ -29,6 +29,7 @@ def load(name: str):
 def rows_of(path) -> list[dict]:
     blob = json.loads(Path(path).read_text())
     assert blob["wall_s"] >= 0 and blob["device"].startswith("cpu")
+    assert blob["device"].endswith(f"torch {torch.__version__}")  # builds differ in speed
     return blob["results"]
 
 
