@@ -57,15 +57,16 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
     rows, device, train_wall = [], None, 0.0
     for agent in args.agents.split(","):
         reports = []
+        # The settings every seed shares: written once, used for the runs and the JSON config.
+        shared = {**{k: v for k, v in defaults.items() if k != "epochs"},
+                  "agent": agent, "env": env, "epochs": args.epochs, "device": args.device,
+                  "threads": args.threads, "batch_size": args.batch_size,
+                  "augment_shift": args.augment_shift, "std": args.std, "lr": args.lr,
+                  "scales": args.scales}
         for seed in range(args.seeds):
             run_dir = Path(args.runs) / f"ram_{preset}__{agent}__{seed}"
             report_file = run_dir / "report.json"
-            fields = {**{k: v for k, v in defaults.items() if k != "epochs"},
-                      "agent": agent, "env": env, "seed": seed, "epochs": args.epochs,
-                      "device": args.device, "run_dir": str(run_dir),
-                      "threads": args.threads, "batch_size": args.batch_size,
-                      "augment_shift": args.augment_shift, "std": args.std, "lr": args.lr,
-                      "scales": args.scales}
+            fields = {**shared, "seed": seed, "run_dir": str(run_dir)}
             check_run_settings(run_dir, TrainConfig(**fields).to_dict())
             if report_file.exists():  # resumable: finished runs are not trained again
                 reports.append(json.loads(report_file.read_text()))
@@ -79,14 +80,7 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
             reports.append(train(cfg))
         device = reports[-1]["device"]
         train_wall += sum(r["wall_s"] for r in reports)
-        cfg_dict = dataclasses.asdict(TrainConfig(**{**{k: v for k, v in defaults.items()
-                                                        if k != "epochs"},
-                                                     "agent": agent, "env": env,
-                                                     "epochs": args.epochs}))
-        cfg_dict["threads"] = args.threads
-        cfg_dict["batch_size"] = args.batch_size
-        cfg_dict["augment_shift"] = args.augment_shift
-        cfg_dict["std"], cfg_dict["lr"], cfg_dict["scales"] = args.std, args.lr, args.scales
+        cfg_dict = dataclasses.asdict(TrainConfig(**shared))
         labels = {"agent": agent, "preset": preset,
                   "glimpses": defaults.get("n_glimpses") or {"mnist28": 6}.get(preset, 8),
                   "epochs": args.epochs, "augment_shift": args.augment_shift, "std": args.std,
