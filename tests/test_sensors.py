@@ -144,6 +144,19 @@ def test_reused_pyramid_buffer_reads_like_a_fresh_one():
     assert torch.equal(sensors.read_pyramid(reused, loc), reference_glimpse(second, loc, 6, 2, 2))
 
 
+@pytest.mark.parametrize("tables_per_chunk", [0, 1, 3, 100])
+def test_pyramid_built_in_cache_sized_chunks_equals_reference(monkeypatch, tables_per_chunk):
+    # On CPU the tables are built a cache-sized chunk of images at a time; a remainder chunk,
+    # one-image chunks (a table larger than the chunk budget) and one chunk must agree.
+    B, C, H, W = 8, 2, 19, 23
+    monkeypatch.setattr(sensors, "_BUILD_BYTES", tables_per_chunk * C * (H + 1) * (W + 1) * 8)
+    gen = torch.Generator().manual_seed(3)
+    images = random_images(B, C, H, W, torch.float32, gen)
+    loc = torch.rand(B, 2, generator=gen) * 2.2 - 1.1
+    got = sensors.read_pyramid(sensors.build_pyramid(images, 5, 3, 2), loc)
+    assert torch.equal(got, reference_glimpse(images, loc, 5, 3, 2))
+
+
 @pytest.mark.parametrize("mode", sensors.MODES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_output_is_batch_scales_channels_patch_patch_in_image_dtype(mode, dtype):
