@@ -343,12 +343,14 @@ class CanvasGenerator:
         canvas = torch.zeros(n, H * W, device=dev)  # (n, H*W), integer-valued floats
         if D:
             src_base = didx * (d * d) + dsrc[..., 0] * d + dsrc[..., 1]  # (n, D)
-            src = self.bank.view(-1)[src_base[..., None] + self._crop_src].float()  # (n,D,s*s)
+            # index_select, not advanced indexing: 5x faster on CPU for the same bytes.
+            src = self.bank.view(-1).index_select(0, (src_base[..., None] + self._crop_src)
+                                                  .view(-1)).float()  # (n*D*s*s,)
             dst = (dpos[..., 0] * W + dpos[..., 1])[..., None] + self._crop_dst  # (n, D, s*s)
             canvas.scatter_add_(1, dst.view(n, D * s * s), src.view(n, D * s * s))
         # Sums of non-negative values clipped once equal clipping after every addition.
         dst = (pos[:, 0] * W + pos[:, 1])[:, None] + self._digit_off  # (n, d*d)
-        canvas.scatter_add_(1, dst, self.bank[idx].view(n, d * d).float())
+        canvas.scatter_add_(1, dst, self.bank.index_select(0, idx).view(n, d * d).float())
         images = canvas.clamp_(max=255.0).div_(255.0).view(n, 1, H, W)  # (n, 1, H, W)
         if spec.shift:
             # Drawn last, so the canvases before the shift are those of shift=0.
