@@ -29,7 +29,9 @@ class GlimpseEnv(gym.Env):
     ``Dict``:
     - ``glimpse``: ``Box(0, 1, (scales, 1, patch, patch), float32)``; scale ``i`` covers a
       square of ``patch * scale_factor**i`` pixels centred on ``loc``, area-averaged to
-      ``patch x patch``; outside the canvas reads 0.
+      ``patch x patch``; outside the canvas reads 0. Canvases are 8-bit (pixels ``n / 255``):
+      each value is the exact mean of the block's levels ``n``, divided by 255 and rounded
+      once to float32 (given canvases off that grid are averaged as they are).
     - ``loc``: ``Box(-1, 1, (2,), float32)``, ``(x, y)`` of the glimpse; ``(0, 0)`` is the
       centre, ``(-1, -1)`` the top-left corner.
     - ``t``: ``Discrete(n_glimpses + 1)``, steps taken so far in the episode.
@@ -62,7 +64,9 @@ class GlimpseEnv(gym.Env):
     ``info["label"]`` (the digit) is given on the last step.
 
     ## Version history
-    - v0: first release.
+    - v0: first release. Since 2026-11-22 glimpse values are the rounded exact means of the
+      8-bit levels, not of the float32 pixels: the two differ by at most one unit in the last
+      place (about 6e-8), which no learning result can see, so the version is unchanged.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}

@@ -21,6 +21,7 @@ from hardattn import data, sensors
 N_CLASSES = 10
 ACTION_TYPES = ("tuple", "multidiscrete", "box")
 FIRST_GLIMPSES = ("random", "center")
+EIGHT_BIT = 255  # canvases hold n / 255: the sensor sums the levels n exactly in float32
 PRESET_DEFAULTS = {
     # The RAM paper's sensor settings per task (Mnih et al. 2014).
     "mnist28": dict(n_glimpses=6, patch=8, scales=1),
@@ -98,6 +99,12 @@ def _shared_generator(split: str, spec: data.CanvasSpec, root: str | None,
                       device: str) -> data.CanvasGenerator:
     # One digit bank per (split, spec, device) in a process: 4096 single envs share one copy.
     return data.CanvasGenerator.from_split(split, spec, root, device)
+
+
+def _eight_bit(images: torch.Tensor) -> bool:
+    """Whether every pixel is ``fl(n / 255)`` for an integer ``n`` in [0, 255] (as canvases)."""
+    levels = (images * EIGHT_BIT).round_().clamp_(0, EIGHT_BIT)
+    return torch.equal(levels / EIGHT_BIT, images)
 
 
 def observation_space(cfg: GlimpseConfig) -> spaces.Dict:
@@ -268,6 +275,13 @@ class GlimpseTask:
                 raise ValueError(f"canvases must be images {expected} and labels ({n},), got "
                                  f"{tuple(images.shape)} and {tuple(labels.shape)}")
             images, labels = images.to(torch.float32), labels.long()
+        if rows is not None:
+            levels = self.pyramid.levels  # new rows join the batch's table
+        elif canvases is None or _eight_bit(images):
+            levels = EIGHT_BIT if sensors.levels_fit(self.height, self.width, EIGHT_BIT,
+                                                     cfg.scales, cfg.scale_factor) else None
+        else:
+            levels = None  # off-grid pixels: the float64 table reads them as they are
         if cfg.first_glimpse == "center":
             loc = torch.zeros(n, 2, device=self.device)
         else:
@@ -276,13 +290,14 @@ class GlimpseTask:
         if rows is None:
             # The buffer of the previous episodes is reused: no page faults on 100+ MB.
             pyr = sensors.build_pyramid(images, cfg.patch, cfg.scales, cfg.scale_factor,
-                                        out=self.pyramid)
+                                        out=self.pyramid, levels=levels)
             self.pyramid, self.images, self.labels = pyr, images, labels
             self.loc, self.t = loc, torch.zeros_like(self.t)
             self.history.zero_()
             self.history[:, 0] = loc
         else:
-            pyr = sensors.build_pyramid(images, cfg.patch, cfg.scales, cfg.scale_factor)
+            pyr = sensors.build_pyramid(images, cfg.patch, cfg.scales, cfg.scale_factor,
+                                        levels=levels)
             self.pyramid.assign_rows(rows, pyr)
             self.images[rows], self.labels[rows], self.loc[rows], self.t[rows] = \
                 images, labels, loc, 0

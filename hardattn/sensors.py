@@ -7,16 +7,24 @@ area averaging (mean over ``k x k`` blocks, ``k = scale_factor**i``); pixels out
 read as zero, so any location, even far outside ``[-1, 1]``, is valid.
 
 The hard retina works in two parts so that environments do the per-image work once:
-``build_pyramid`` (per image: a float64 summed-area table) and ``read_pyramid`` (per glimpse:
-one gather of the ``scales * (patch + 1)**2`` block corners). ``glimpse`` is the two composed;
-the env calls ``build_pyramid`` in ``reset`` and ``read_pyramid`` in ``step``. Block means are
+``build_pyramid`` (per image: a summed-area table) and ``read_pyramid`` (per glimpse: one
+gather of the ``scales * (patch + 1)**2`` block corners). ``glimpse`` is the two composed; the
+env calls ``build_pyramid`` in ``reset`` and ``read_pyramid`` in ``step``. Block means are
 exact sums divided by ``k * k``, rounded once to the image dtype.
+
+Images whose pixels are ``n / levels`` for integers ``n`` (8-bit canvases: ``levels=255``) can
+say so: their table then holds the integer level sums in float32 (exact below ``2**24``), half
+the bytes of the general float64 table, and a block reads as the exact mean of the levels
+divided by ``levels``, rounded once: the mean of the true pixel values ``n / levels`` rather
+than of their float32 roundings (the two differ by at most one unit in the last place).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +40,7 @@ _SERIAL_NUMEL = 32768
 # ms with the former chunks of 64 images).
 _BUILD_BYTES = 1 << 20
 _READ_ROWS = 256  # CPU read chunk (rows of the batch)
+_F32_EXACT = 1 << 24  # float32 holds every integer up to this exactly
 
 
 @contextlib.contextmanager
@@ -48,13 +57,38 @@ def _serial_on_cpu(images: torch.Tensor):
         torch.set_num_threads(threads)
 
 
+def _f32(x: int) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0] if x < 3.4e38 else math.inf
+
+
+def levels_fit(height: int, width: int, levels: int, scales: int = 1,
+               scale_factor: int = 2) -> bool:
+    """Whether ``levels`` reads of ``height x width`` images are exact in float32: every level
+    sum and every block divisor ``k * k * levels`` is a float32 integer."""
+    divisors = [scale_factor ** (2 * i) * levels for i in range(scales)]
+    return height * width * levels <= _F32_EXACT and all(_f32(d) == d for d in divisors)
+
+
 def _check(images: torch.Tensor, loc: torch.Tensor | None, patch: int, scales: int,
-           scale_factor: int) -> None:
+           scale_factor: int, levels: int | None = None) -> None:
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     for name, value in (("patch", patch), ("scales", scales), ("scale_factor", scale_factor)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
+    if levels is not None:
+        if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 65535:
+            raise ValueError(f"levels={levels!r} must be an integer in [1, 65535] (255 for "
+                             f"8-bit images) or None")
+        if images.dtype != torch.float32:
+            raise ValueError(f"levels={levels} needs float32 images, got {images.dtype}; pass "
+                             f"levels=None")
+        H, W = images.shape[2:]
+        if not levels_fit(H, W, levels, scales, scale_factor):
+            raise ValueError(f"levels={levels} on {H}x{W} images with scales={scales}, "
+                             f"scale_factor={scale_factor}: level sums (H * W * levels <= 2**24) "
+                             f"or block divisors (k * k * levels) are not exact in float32; "
+                             f"pass levels=None")
     if loc is not None and (loc.dim() != 2 or loc.shape != (images.shape[0], 2)):
         raise ValueError(f"loc must be (B, 2) = ({images.shape[0]}, 2), got {tuple(loc.shape)}")
 
@@ -85,18 +119,20 @@ def crop_origin(loc: torch.Tensor, size: int, height: int, width: int) -> torch.
 class Pyramid:
     """Per-image summed-area tables: what the retina needs to read any scale at any offset.
 
-    ``maps`` holds, for every image, the float64 table ``T[r, c] = sum(image[:r, :c])`` for
-    ``r`` in ``[0, H]`` and ``c`` in ``[0, W]``, flat: the sum of any block is four entries of
-    it, so one table serves every scale and a read costs ``scales * (patch + 1)**2`` gathers.
+    ``maps`` holds, for every image, the table ``T[r, c] = sum(image[:r, :c])`` for ``r`` in
+    ``[0, H]`` and ``c`` in ``[0, W]``, flat: the sum of any block is four entries of it, so one
+    table serves every scale and a read costs ``scales * (patch + 1)**2`` gathers. The table is
+    float64 over the pixels, or float32 over the integer levels ``pixel * levels``.
     """
 
-    maps: torch.Tensor  # (B, C, (H+1)*(W+1)) float64 summed-area table, row-major
+    maps: torch.Tensor  # (B, C, (H+1)*(W+1)) summed-area table, row-major
     height: int
     width: int
     patch: int
     scales: int
     scale_factor: int
     dtype: torch.dtype  # the images' dtype: reads are rounded to it
+    levels: int | None = None  # pixels are n / levels; the table sums the n
 
     @functools.cached_property
     def _consts(self) -> tuple[torch.Tensor, ...]:
@@ -108,8 +144,10 @@ class Pyramid:
         centre = (size.to(torch.float64) / 2.0)[None, :, None]  # (1, 2, 1) pixels per unit
         step = torch.arange(p + 1, device=dev)[None, None, :] * k[:, None]  # (1, S, p+1)
         hi = size[None, :, None, None]  # (1, 2, 1, 1): corners clamp to [0, W] and [0, H]
-        area = (k * k).to(torch.float64)[None, None, :, None, None]  # (1, 1, S, 1, 1)
-        return half, centre, step, hi, area
+        # Block sum -> mean: one division in the table's dtype (exact integers in, so the
+        # float32 quotient of the levels path is rounded once).
+        area = (k * k * (self.levels or 1)).to(self.maps.dtype)[None, None, :, None, None]
+        return half, centre, step, hi, area  # area: (1, 1, S, 1, 1)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -122,8 +160,8 @@ class Pyramid:
 
 
 def build_pyramid(images: torch.Tensor, patch: int, scales: int, scale_factor: int = 2,
-                  out: Pyramid | None = None) -> Pyramid:
-    """The per-image work of the retina: a float64 summed-area table of every image.
+                  out: Pyramid | None = None, levels: int | None = None) -> Pyramid:
+    """The per-image work of the retina: a summed-area table of every image.
 
     Block sums from the table are exact for float32 and bfloat16 pixels in [0, 1] (canvases
     are multiples of 1/255 rounded to float32; a 100x100 sum needs 46 of float64's 53 bits),
@@ -136,17 +174,19 @@ def build_pyramid(images: torch.Tensor, patch: int, scales: int, scale_factor: i
         images: ``(B, C, H, W)``, float32 or bfloat16, any device.
         patch, scales, scale_factor: as in ``glimpse``.
         out: a pyramid of the same shape whose buffer is reused (no new allocation).
+        levels: as in ``glimpse``: ``n`` when every pixel is an integer multiple of ``1/n``.
     """
-    _check(images, None, patch, scales, scale_factor)
+    _check(images, None, patch, scales, scale_factor, levels)
     B, C, H, W = images.shape
     L = (H + 1) * (W + 1)
+    table_dtype = torch.float64 if levels is None else torch.float32
     if out is not None and out.maps.shape == (B, C, L) and out.dtype == images.dtype and \
-            out.maps.device == images.device and \
+            out.maps.device == images.device and out.levels == levels and \
             (out.height, out.width, out.patch, out.scales, out.scale_factor) == \
             (H, W, patch, scales, scale_factor):
         maps = out.maps
     else:
-        maps = torch.empty(B, C, L, dtype=torch.float64, device=images.device)
+        maps = torch.empty(B, C, L, dtype=table_dtype, device=images.device)
     table = maps.view(B, C, H + 1, W + 1)  # (B, C, H+1, W+1)
     with _serial_on_cpu(images):
         table[:, :, 0, :] = 0.0
@@ -154,14 +194,18 @@ def build_pyramid(images: torch.Tensor, patch: int, scales: int, scale_factor: i
         # On CPU, chunks of images stay in cache through the copy and both sums; the GPU takes
         # the batch at once. The contiguous sum goes first: the strided one then runs over rows
         # already in cache. (Sums of canvas pixels are exact in float64: the order changes no bit.)
-        chunk = B if images.is_cuda else max(1, _BUILD_BYTES // (C * L * 8))
+        chunk = B if images.is_cuda else max(1, _BUILD_BYTES // (C * L * maps.element_size()))
         for s in range(0, B, chunk):
             inner = table[s:s + chunk, :, 1:, 1:]  # (b, C, H, W) view
-            inner.copy_(images[s:s + chunk])  # to float64
+            inner.copy_(images[s:s + chunk])  # to the table's dtype
+            if levels is not None:
+                # round(fl(n / levels) * levels) = n: the float32 pixel is within half a unit
+                # in the last place of n / levels, far closer than 1/2 after the product.
+                inner.mul_(levels).round_()
             inner.cumsum_(3).cumsum_(2)
     if out is not None and maps is out.maps:
         return out  # keeps its cached read constants
-    return Pyramid(maps, H, W, patch, scales, scale_factor, images.dtype)
+    return Pyramid(maps, H, W, patch, scales, scale_factor, images.dtype, levels)
 
 
 def read_pyramid(pyr: Pyramid, loc: torch.Tensor) -> torch.Tensor:
@@ -184,7 +228,7 @@ def read_pyramid(pyr: Pyramid, loc: torch.Tensor) -> torch.Tensor:
     if B <= _READ_ROWS or pyr.maps.is_cuda:
         return _block_means(pyr.maps, idx, S, p, area).to(pyr.dtype).transpose(1, 2)
     out = torch.empty(B, C, S, p, p, dtype=pyr.dtype, device=pyr.maps.device)
-    # On CPU, chunks of rows keep the float64 temporaries in cache (4x faster at N=4096).
+    # On CPU, chunks of rows keep the temporaries in cache (4x faster at N=4096).
     for s in range(0, B, _READ_ROWS):
         out[s:s + _READ_ROWS] = _block_means(pyr.maps[s:s + _READ_ROWS],
                                              idx[s:s + _READ_ROWS], S, p, area)
@@ -198,7 +242,7 @@ def _block_means(maps: torch.Tensor, idx: torch.Tensor, S: int, p: int,
     v = torch.gather(maps, 2, idx.expand(b, C, idx.shape[2]))  # (b, C, q)
     v = v.view(b, C, S, p + 1, p + 1)
     rows = v[..., 1:, :] - v[..., :-1, :]  # (b, C, S, p, p+1): column sums of blocks
-    return (rows[..., 1:] - rows[..., :-1]) / area  # (b, C, S, p, p) float64
+    return (rows[..., 1:] - rows[..., :-1]) / area  # (b, C, S, p, p) in the table's dtype
 
 
 def _soft_glimpse(images: torch.Tensor, loc: torch.Tensor, patch: int, scales: int,
@@ -229,6 +273,7 @@ def glimpse(
     scales: int,
     scale_factor: int = 2,
     mode: str = "hard",
+    levels: int | None = None,
 ) -> torch.Tensor:
     """Multi-scale glimpses of ``images`` centred on ``loc``.
 
@@ -240,13 +285,18 @@ def glimpse(
         scale_factor: growth of the covered square from one scale to the next.
         mode: ``"hard"`` snaps the squares to the pixel grid (no gradient to ``loc``; the RAM
             retina); ``"soft"`` samples bilinearly with gradients to ``loc`` and ``images``.
+        levels: hard mode only: ``n`` when every pixel is an integer multiple of ``1/n`` (255
+            for 8-bit images such as the canvases), for exact float32 level sums (a faster
+            table; see the module docstring); ``None`` for any pixels. Pixels off that grid
+            are rounded to it.
 
     Returns:
         ``(B, scales, C, patch, patch)`` in the dtype of ``images``.
     """
     _check(images, loc, patch, scales, scale_factor)
     if mode == "hard":
-        return read_pyramid(build_pyramid(images, patch, scales, scale_factor), loc)
+        return read_pyramid(build_pyramid(images, patch, scales, scale_factor, levels=levels),
+                            loc)
     if mode == "soft":
         return _soft_glimpse(images, loc, patch, scales, scale_factor)
     raise ValueError(f"mode={mode!r} is not one of {MODES}")

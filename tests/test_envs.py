@@ -214,7 +214,7 @@ class TestEveryEnv:
             np.testing.assert_array_equal(obs["loc"], np.array([1.0, -1.0], np.float32))
         # The glimpse is read at the (clamped or snapped) location reported in obs["loc"].
         want_glimpse = sensors.glimpse(env._task.images, torch.as_tensor(obs["loc"])[None],
-                                       cfg.patch, cfg.scales, cfg.scale_factor)[0]
+                                       cfg.patch, cfg.scales, cfg.scale_factor, levels=255)[0]
         np.testing.assert_array_equal(obs["glimpse"], want_glimpse.numpy())
 
     def test_invalid_actions_raise_value_error_naming_the_value(self, env_id, action_type):
@@ -335,7 +335,8 @@ def test_given_canvas_is_what_the_single_env_glimpses():
     gen = torch.Generator().manual_seed(0)
     image = torch.randint(0, 256, (60, 60), generator=gen).float() / 255.0
     obs, _ = env.reset(seed=0, options={"canvas": (image.numpy(), 4)})
-    want = sensors.glimpse(image[None, None], torch.zeros(1, 2), cfg.patch, cfg.scales)[0]
+    want = sensors.glimpse(image[None, None], torch.zeros(1, 2), cfg.patch, cfg.scales,
+                           levels=255)[0]  # 8-bit pixels: read as exact levels
     np.testing.assert_array_equal(obs["glimpse"], want.numpy())
     for _ in range(cfg.n_glimpses):
         _, reward, _, _, info = env.step(action_with(env, 4))
@@ -485,18 +486,43 @@ def test_given_canvases_are_what_the_vec_env_glimpses_and_scores():
     labels = torch.arange(N) % N_CLASSES
     obs, _ = env.reset(seed=0, options={"canvases": (images, labels)})
     # first_glimpse="random": the glimpse is read where obs["loc"] says.
-    want = sensors.glimpse(images, obs["loc"], cfg.patch, cfg.scales, cfg.scale_factor)
+    want = sensors.glimpse(images, obs["loc"], cfg.patch, cfg.scales, cfg.scale_factor,
+                           levels=255)  # 8-bit pixels: read as exact levels
     assert torch.equal(obs["glimpse"], want)
     centre = make_vec("hardattn/GlimpseCluttered60-v0", N, first_glimpse="center")
     obs, _ = centre.reset(seed=0, options={"canvases": (images, labels)})
     assert torch.equal(obs["glimpse"], sensors.glimpse(images, torch.zeros(N, 2), cfg.patch,
-                                                       cfg.scales, cfg.scale_factor))
+                                                       cfg.scales, cfg.scale_factor, levels=255))
     loc = torch.tensor([[0.5, -0.25]]).expand(N, 2)
     for _ in range(cfg.n_glimpses):
         obs, reward, terminated, _, info = env.step((loc, labels))
-        assert torch.equal(obs["glimpse"], sensors.glimpse(images, loc, cfg.patch, cfg.scales))
+        assert torch.equal(obs["glimpse"], sensors.glimpse(images, loc, cfg.patch, cfg.scales,
+                                                           levels=255))
     assert terminated.all() and torch.equal(info["label"], labels)
     assert torch.equal(reward, torch.ones(N))
+
+
+def test_given_canvases_off_the_8_bit_grid_are_read_as_they_are():
+    N = 4
+    env = make_vec("hardattn/GlimpseCluttered60-v0", N, first_glimpse="center")
+    cfg = env.cfg
+    gen = torch.Generator().manual_seed(5)
+    images = torch.rand(N, 1, 60, 60, generator=gen)  # not multiples of 1/255
+    labels = torch.arange(N)
+    obs, _ = env.reset(seed=0, options={"canvases": (images, labels)})
+    want = sensors.glimpse(images, torch.zeros(N, 2), cfg.patch, cfg.scales)  # float64 table
+    assert torch.equal(obs["glimpse"], want)
+    assert not torch.equal(want, sensors.glimpse(images, torch.zeros(N, 2), cfg.patch,
+                                                 cfg.scales, levels=255))
+    loc = torch.tensor([[0.3, -0.6]]).expand(N, 2)
+    obs, *_ = env.step((loc, labels))
+    assert torch.equal(obs["glimpse"], sensors.glimpse(images, loc, cfg.patch, cfg.scales))
+    for _ in range(cfg.n_glimpses):  # the step after the last autoresets from the generator
+        obs, *_ = env.step((loc, labels))
+    drawn = env._task.images
+    assert not torch.equal(drawn, images)
+    assert torch.equal(obs["glimpse"], sensors.glimpse(drawn, torch.zeros(N, 2), cfg.patch,
+                                                       cfg.scales, levels=255))
 
 
 def test_vec_and_single_envs_pay_a_constant_guess_at_the_class_frequency():

@@ -11,7 +11,9 @@ to the image dtype.
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -144,6 +146,50 @@ def test_reused_pyramid_buffer_reads_like_a_fresh_one():
     assert torch.equal(sensors.read_pyramid(reused, loc), reference_glimpse(second, loc, 6, 2, 2))
 
 
+def reference_level_glimpse(images: torch.Tensor, loc: torch.Tensor, patch: int, scales: int,
+                            scale_factor: int, levels: int) -> torch.Tensor:
+    """Hard glimpses of images whose pixels are ``n / levels``: each block's integer level sum,
+    divided by ``levels * k * k`` in IEEE float32 (both operands exact, so rounded once)."""
+    ints = (images.double() * levels).round().long()  # (B, C, H, W) the levels n
+    # The float64 reference over integer "pixels" gives exact block sums * k * k / (k * k).
+    sums = reference_glimpse(ints.double(), loc, patch, scales, scale_factor)
+    area = torch.tensor([scale_factor ** (2 * i) for i in range(scales)], dtype=torch.float64)
+    totals = (sums * area[None, :, None, None, None]).round().numpy().astype(np.float32)
+    divisor = (area * levels).numpy().astype(np.float32)[None, :, None, None, None]
+    return torch.from_numpy(totals / divisor)  # float32 / float32: one IEEE rounding
+
+
+@pytest.mark.parametrize("H,W,C,patch,scales,scale_factor", CONFIGS,
+                         ids=[f"{c[0]}x{c[1]}c{c[2]}p{c[3]}s{c[4]}f{c[5]}" for c in CONFIGS])
+def test_level_glimpse_equals_the_rounded_exact_level_mean(H, W, C, patch, scales, scale_factor):
+    gen = torch.Generator().manual_seed(H * 7 + W)
+    loc = torch.cat([special_locations(H, W, patch), torch.rand(8, 2, generator=gen) * 2 - 1])
+    images = torch.randint(0, 256, (loc.shape[0], C, H, W), generator=gen).float() / 255.0
+    got = glimpse(images, loc, patch, scales, scale_factor, levels=255)
+    want = reference_level_glimpse(images, loc, patch, scales, scale_factor, 255)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, want), f"mismatches at {(got != want).nonzero()[:5].tolist()}"
+    # Against the float64 table over the float32 pixels: at most one unit in the last place.
+    general = glimpse(images, loc, patch, scales, scale_factor)
+    assert torch.equal(got, general) or \
+        ((got - general).abs() <= torch.finfo(torch.float32).eps * general.abs()).all()
+
+
+@pytest.mark.parametrize("kwargs,shape,dtype,named", [
+    (dict(levels=0), (1, 1, 8, 8), torch.float32, "levels=0"),
+    (dict(levels=True), (1, 1, 8, 8), torch.float32, "levels=True"),
+    (dict(levels=70000), (1, 1, 8, 8), torch.float32, "levels=70000"),
+    (dict(levels=255), (1, 1, 8, 8), torch.bfloat16, "bfloat16"),
+    (dict(levels=255), (1, 1, 300, 300), torch.float32, "300x300"),
+    (dict(levels=255, scales=8, scale_factor=3), (1, 1, 8, 8), torch.float32, "scale_factor=3"),
+])
+def test_bad_levels_raise_value_error_naming_the_value_and_the_fix(kwargs, shape, dtype, named):
+    call = {**dict(patch=2, scales=1, scale_factor=2), **kwargs}
+    with pytest.raises(ValueError, match=re.escape(named)) as err:
+        glimpse(torch.zeros(shape, dtype=dtype), torch.zeros(shape[0], 2), **call)
+    assert "None" in str(err.value)  # the fix: levels=None
+
+
 @pytest.mark.parametrize("tables_per_chunk", [0, 1, 3, 100])
 def test_pyramid_built_in_cache_sized_chunks_equals_reference(monkeypatch, tables_per_chunk):
     # On CPU the tables are built a cache-sized chunk of images at a time; a remainder chunk,
@@ -252,6 +298,10 @@ def test_cuda_glimpse_stays_on_device_and_equals_cpu(dtype):
     soft_gpu = glimpse(images.float().cuda(), loc.cuda(), 12, 3, 2, mode="soft")
     assert soft_gpu.device.type == "cuda"
     torch.testing.assert_close(soft_gpu.cpu(), soft_cpu, atol=1e-5, rtol=1e-5)
+    if dtype == torch.float32:  # the 8-bit level table (float32 sums) on the device
+        eight = (images * 255).round() / 255
+        assert torch.equal(glimpse(eight.cuda(), loc.cuda(), 12, 3, 2, levels=255).cpu(),
+                           glimpse(eight, loc, 12, 3, 2, levels=255))
 
 
 def test_small_cpu_pyramids_restore_the_thread_count_and_match_threaded_ones():
