@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from hardattn.agents.bench import (
@@ -114,3 +116,27 @@ def test_bench_is_a_command():
     out = subprocess.run([sys.executable, "-m", "hardattn", "bench", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "--presets" in out and "--repeats" in out and "--batch-size" in out
+
+
+def test_time_to_accuracy_rows_per_config_variant(data_root, tmp_path):
+    path = bench(BenchConfig(presets="", batch_size=8, device="cpu", threads=1,
+                             time_to_accuracy_s=0.5, out=str(tmp_path),
+                             time_to_accuracy_variants=("default", "scales=2,augment_shift=1")))
+    rows = [r for r in json.loads(path.read_text())["results"]
+            if r["metric"] == "seconds_to_val_acc"]
+    got = {(r["labels"]["config"], r["labels"]["target"]) for r in rows}
+    assert got == {(c, t) for c in ("default", "scales=2,augment_shift=1") for t in (95, 97, 99)}
+    for r in rows:
+        assert r["config"]["epochs"] == 100.0
+        tuned = r["labels"]["config"] != "default"
+        assert (r["config"].get("scales"), r["config"].get("augment_shift")) == \
+            ((2, 1) if tuned else (None, None))
+
+
+@pytest.mark.parametrize("variant,named", [("scales=two", "scales='two'"),
+                                           ("nope=1", "'nope=1'"), ("scales=0", "scales")])
+def test_bad_time_to_accuracy_variant_fails_before_any_timing(tmp_path, variant, named):
+    with pytest.raises(ValueError, match=re.escape(named)):
+        bench(BenchConfig(presets="mnist28", device="cpu", time_to_accuracy_s=1.0,
+                          out=str(tmp_path), time_to_accuracy_variants=(variant,)))
+    assert not any(tmp_path.iterdir())
