@@ -80,7 +80,11 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
             reports.append(train(cfg))
         device = reports[-1]["device"]
         train_wall += sum(r["wall_s"] for r in reports)
-        cfg_dict = dataclasses.asdict(TrainConfig(**shared))
+        # Runs may be older than the file's commit (reused, resumed or trained in parallel):
+        # each seed's own commit, from its run folder, says which code trained it.
+        cfg_dict = {**dataclasses.asdict(TrainConfig(**shared)),
+                    "trained_at_commits": [run_commit(Path(args.runs) / f"ram_{preset}__{agent}__"
+                                                      f"{seed}") for seed in range(args.seeds)]}
         labels = {"agent": agent, "preset": preset,
                   "glimpses": defaults.get("n_glimpses") or {"mnist28": 6}.get(preset, 8),
                   "epochs": args.epochs, "augment_shift": args.augment_shift, "std": args.std,
@@ -102,6 +106,12 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
     del t0
     return write_results(f"ram_{preset}", rows, train_wall, dev,
                          command="python " + " ".join(sys.argv), out_dir=args.out)
+
+
+def run_commit(run_dir: Path) -> str | None:
+    """The git commit a run folder was trained at (its ``meta.json``), if recorded."""
+    meta = run_dir / "meta.json"
+    return json.loads(meta.read_text()).get("git_commit") if meta.exists() else None
 
 
 def scales_label(preset: str, scales: int | None) -> int:

@@ -34,6 +34,8 @@ def test_writes_test_error_over_seeds_and_reuses_finished_runs(data_root, tmp_pa
                              "epochs": 0.0004, "augment_shift": 0, "std": 0.15,
                              "lr": 0.001, "scales": 1}
     assert len(err["per_seed"]) == 1 and 0.0 <= err["value"] <= 100.0
+    meta = json.loads((tmp_path / "runs" / "ram_mnist28__reinforce__0" / "meta.json").read_text())
+    assert err["config"]["trained_at_commits"] == [meta["git_commit"]]
     report = tmp_path / "runs" / "ram_mnist28__reinforce__0" / "report.json"
     stamp = report.stat().st_mtime_ns
     again = _run(tmp_path)  # same settings: the finished run is read back, not retrained
