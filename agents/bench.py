@@ -487,15 +487,15 @@ def bench(bc: BenchConfig) -> Path:
         rows.append(result("peak_mem_mib", peak_rss_mib(), "MiB", False,
                            {"preset": "all", "impl": "process_rss"}))
     for variant in bc.time_to_accuracy_variants if bc.time_to_accuracy_s > 0 else ():
-        log_variant = variant.strip()
-        print(f"time to accuracy, mnist28, {log_variant} config:")
+        name = variant.strip()
+        print(f"time to accuracy, mnist28, {name} config:")
         for target, secs in time_to_accuracy(bc, dev, variant=variant).items():
             # Not reached within the budget: the value is the budget, a lower bound.
             rows.append(result("seconds_to_val_acc", bc.time_to_accuracy_s if secs is None
                                else secs, "s", False,
                                {"preset": "mnist28", "target": target,
                                 "reached": secs is not None,
-                                "budget_s": bc.time_to_accuracy_s, "config": log_variant},
+                                "budget_s": bc.time_to_accuracy_s, "config": name},
                                {"batch_size": bc.batch_size, "eval_size": 2000,
                                 "eval_every_updates": 50, "counts": "training time only",
                                 "epochs": TTA_EPOCHS, **variant_overrides(variant)}))

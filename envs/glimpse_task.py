@@ -21,7 +21,7 @@ from hardattn import data, sensors
 N_CLASSES = 10
 ACTION_TYPES = ("tuple", "multidiscrete", "box")
 FIRST_GLIMPSES = ("random", "center")
-EIGHT_BIT = 255  # canvases hold n / 255: the sensor sums the levels n exactly in float32
+EIGHT_BIT = 255  # canvases hold n / 255: the sensor sums the levels n exactly in int32
 PRESET_DEFAULTS = {
     # The RAM paper's sensor settings per task (Mnih et al. 2014).
     "mnist28": dict(n_glimpses=6, patch=8, scales=1),
@@ -99,12 +99,6 @@ def _shared_generator(split: str, spec: data.CanvasSpec, root: str | None,
                       device: str) -> data.CanvasGenerator:
     # One digit bank per (split, spec, device) in a process: 4096 single envs share one copy.
     return data.CanvasGenerator.from_split(split, spec, root, device)
-
-
-def _eight_bit(images: torch.Tensor) -> bool:
-    """Whether every pixel is ``fl(n / 255)`` for an integer ``n`` in [0, 255] (as canvases)."""
-    levels = (images * EIGHT_BIT).round_().clamp_(0, EIGHT_BIT)
-    return torch.equal(levels / EIGHT_BIT, images)
 
 
 def observation_space(cfg: GlimpseConfig) -> spaces.Dict:
@@ -277,7 +271,7 @@ class GlimpseTask:
             images, labels = images.to(torch.float32), labels.long()
         if rows is not None:
             levels = self.pyramid.levels  # new rows join the batch's table
-        elif canvases is None or _eight_bit(images):
+        elif canvases is None or sensors.on_level_grid(images, EIGHT_BIT):
             levels = EIGHT_BIT if sensors.levels_fit(self.height, self.width, EIGHT_BIT,
                                                      cfg.scales, cfg.scale_factor) else None
         else:

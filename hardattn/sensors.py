@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
-import struct
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +34,7 @@ MODES = ("hard", "soft")
 # ignore it and open a parallel region for any input; on a loaded 2-core machine waking the
 # pool costs milliseconds: with 2 threads the single env ran 300-900 steps/s instead of ~6000.
 _SERIAL_NUMEL = 32768
-# CPU build chunk: images whose float64 tables fit in this many bytes, so the copy and both
+# CPU build chunk: images whose tables fit in this many bytes, so the copy and both
 # cumulative sums run in L2 (cluttered100, 1 MiB L2 per core: 4.0 ms per 128 canvases, not 7.4-8.7
 # ms with the former chunks of 64 images).
 _BUILD_BYTES = 1 << 20
@@ -58,8 +56,10 @@ def _serial_on_cpu(images: torch.Tensor):
         torch.set_num_threads(threads)
 
 
-def _f32(x: int) -> float:
-    return struct.unpack("f", struct.pack("f", x))[0] if x < 3.4e38 else math.inf
+def _exact_f32(n: int) -> bool:
+    """Whether the positive integer ``n`` is a float32: its odd part fits the 24-bit mantissa."""
+    odd = n >> ((n & -n).bit_length() - 1)  # n without its factors of two
+    return odd < _F32_EXACT and n < 2**128
 
 
 def levels_fit(height: int, width: int, levels: int, scales: int = 1,
@@ -67,7 +67,13 @@ def levels_fit(height: int, width: int, levels: int, scales: int = 1,
     """Whether ``levels`` reads of ``height x width`` images are exact in float32: every level
     sum and every block divisor ``k * k * levels`` is a float32 integer."""
     divisors = [scale_factor ** (2 * i) * levels for i in range(scales)]
-    return height * width * levels <= _F32_EXACT and all(_f32(d) == d for d in divisors)
+    return height * width * levels <= _F32_EXACT and all(_exact_f32(d) for d in divisors)
+
+
+def on_level_grid(images: torch.Tensor, levels: int) -> bool:
+    """Whether every pixel is ``fl(n / levels)`` for an integer ``n`` in ``[0, levels]``."""
+    n = (images * levels).round_().clamp_(0, levels)
+    return torch.equal(n / levels, images)
 
 
 def _check(images: torch.Tensor, loc: torch.Tensor | None, patch: int, scales: int,
@@ -177,6 +183,8 @@ def build_pyramid(images: torch.Tensor, patch: int, scales: int, scale_factor: i
         patch, scales, scale_factor: as in ``glimpse``.
         out: a pyramid of the same shape whose buffer is reused (no new allocation).
         levels: as in ``glimpse``: ``n`` when every pixel is an integer multiple of ``1/n``.
+            The caller vouches for it (``glimpse`` checks; the envs know their canvases):
+            off-grid pixels would be rounded to the grid here.
     """
     _check(images, None, patch, scales, scale_factor, levels)
     B, C, H, W = images.shape
@@ -293,13 +301,19 @@ def glimpse(
             retina); ``"soft"`` samples bilinearly with gradients to ``loc`` and ``images``.
         levels: hard mode only: ``n`` when every pixel is an integer multiple of ``1/n`` (255
             for 8-bit images such as the canvases), for exact int32 level sums (a faster
-            table; see the module docstring); ``None`` for any pixels. Pixels off that grid
-            are rounded to it.
+            table; see the module docstring); ``None`` for any pixels.
+
+    Raises:
+        ValueError: bad sizes or shapes, or ``levels`` given for pixels off its grid.
 
     Returns:
         ``(B, scales, C, patch, patch)`` in the dtype of ``images``.
     """
     _check(images, loc, patch, scales, scale_factor)
+    if levels is not None and mode == "hard" and images.dtype == torch.float32 and \
+            not on_level_grid(images, levels):
+        raise ValueError(f"levels={levels}: some pixels are not multiples of 1/{levels}; pass "
+                         f"levels=None to read them as they are")
     if mode == "hard":
         return read_pyramid(build_pyramid(images, patch, scales, scale_factor, levels=levels),
                             loc)

@@ -175,6 +175,13 @@ def test_level_glimpse_equals_the_rounded_exact_level_mean(H, W, C, patch, scale
         ((got - general).abs() <= torch.finfo(torch.float32).eps * general.abs()).all()
 
 
+def test_levels_for_pixels_off_their_grid_raise_naming_the_fix():
+    images = torch.full((1, 1, 8, 8), 0.3)  # 0.3 * 255 = 76.5: not a level
+    with pytest.raises(ValueError, match=r"levels=255: some pixels.*levels=None"):
+        glimpse(images, torch.zeros(1, 2), 2, 1, levels=255)
+    assert sensors.on_level_grid(torch.full((1, 1, 8, 8), 77 / 255.0), 255)
+
+
 @pytest.mark.parametrize("kwargs,shape,dtype,named", [
     (dict(levels=0), (1, 1, 8, 8), torch.float32, "levels=0"),
     (dict(levels=True), (1, 1, 8, 8), torch.float32, "levels=True"),
