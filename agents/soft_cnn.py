@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hardattn import attention
 from hardattn.config import TrainConfig
 from hardattn.envs.glimpse_task import GlimpseConfig
 from hardattn.networks import Core, RAMSpec
@@ -69,9 +70,9 @@ class Score(nn.Module):
         return keys
 
     def forward(self, h: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
-        if self.kind == "additive":
-            return self.v(torch.tanh(prepared + self.W(h)[:, None])).squeeze(-1)
-        e = (prepared @ h[..., None]).squeeze(-1)  # (B, P)
+        if self.kind == "additive":  # v . tanh(U k + W h); v applied inside (one fused backward)
+            return attention.additive_scores(prepared, self.W(h), self.v.weight[0])  # (B, P)
+        e = attention.scores(prepared, h)  # (B, P)
         return e / math.sqrt(self.d) if self.kind == "scaled" else e
 
 
@@ -87,7 +88,7 @@ class SoftAttentionCNN(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(1, max(1, channels // 2), 5, stride=2, padding=2), nn.ReLU(),
             nn.Conv2d(max(1, channels // 2), channels, 3, stride=2, padding=1), nn.ReLU())
-        self.embed = nn.Conv2d(channels + 2, d, 1)  # keys = values, d wide
+        self.embed = nn.Linear(channels + 2, d)  # per position (a 1x1 conv): keys = values
         self.norm = nn.LayerNorm(d)  # unit-scale keys: dot scores and contexts start O(1)
         self.score = Score(score, d)
         self.glimpse = nn.Linear(d, spec.glimpse_hidden)
@@ -102,9 +103,18 @@ class SoftAttentionCNN(nn.Module):
         xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=f.device, dtype=f.dtype)
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         pos = torch.stack([gx, gy])  # (2, h, w): (x, y) of each position in [-1, 1]
-        keys = self.embed(torch.cat([f, pos[None].expand(B, -1, -1, -1)], 1))  # (B, d, h, w)
-        keys = self.norm(keys.flatten(2).transpose(1, 2))  # (B, P, d)
+        f = torch.cat([f, pos[None].expand(B, -1, -1, -1)], 1)  # (B, C + 2, h, w)
+        # Channels last before the embedding, so that the wide (B, P, d) keys come out
+        # contiguous: transposing them instead cost two 7M-value copies per update.
+        keys = self.norm(self.embed(f.flatten(2).transpose(1, 2)))  # (B, P, d)
         return keys, pos.flatten(1).T  # (B, P, d), (P, 2)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints before this version hold the embedding as a 1x1 conv: (d, C + 2, 1, 1).
+        w = state_dict.get(prefix + "embed.weight")
+        if w is not None and w.dim() == 4:
+            state_dict[prefix + "embed.weight"] = w.flatten(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _run(self, images, steps, anytime):
         T = steps or self.n_steps
@@ -115,7 +125,7 @@ class SoftAttentionCNN(nn.Module):
         alphas, step_logits = [], []
         for _ in range(T):
             alpha = F.softmax(self.score(h, prepared), dim=1)  # (B, P)
-            context = (alpha[:, None] @ keys).squeeze(1)  # (B, d)
+            context = attention.read(alpha, keys)  # (B, d)
             state = self.core(F.relu(self.glimpse(context)), state)
             h = Core.output(state)
             alphas.append(alpha)
@@ -148,8 +158,10 @@ class SoftAttentionCNN(nn.Module):
 
     def extra_macs(self, H: int, W: int) -> int:
         P = math.ceil(math.ceil(H / 2) / 2) * math.ceil(math.ceil(W / 2) / 2)
-        score = 0 if self.score.kind == "additive" else P * self.d  # additive: v is a Linear
-        return self.n_steps * (score + P * self.d)  # scores and the weighted sum of values
+        # Per step: the scores (additive: v . tanh(..), d MACs per position; dot-product
+        # kinds: k . h, also d; W h and U k are Linear calls that the hooks count) and the
+        # weighted sum of the values (d per position).
+        return self.n_steps * (P * self.d + P * self.d)
 
 
 def make_model(cfg: TrainConfig, task: GlimpseConfig) -> SoftAttentionCNN:

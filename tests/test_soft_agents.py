@@ -120,6 +120,22 @@ def test_soft_cnn_scores_are_distributions_over_positions(data_root, score):
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
+def test_soft_cnn_loads_checkpoints_that_hold_the_embedding_as_a_1x1_conv(data_root):
+    from hardattn import data
+
+    model, _, _ = model_and_task("soft-cnn")
+    old = model.state_dict()
+    old["embed.weight"] = old["embed.weight"][..., None, None].clone()  # (d, C + 2, 1, 1)
+    fresh, _, _ = model_and_task("soft-cnn")
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(1.0)  # so that loading must overwrite every weight
+    fresh.load_state_dict(old)
+    images, _ = data.fixed_set("mnist28", "train", n=4)
+    with torch.no_grad():
+        assert torch.equal(fresh(images).logits, model(images).logits)
+
+
 # ---------------------------------------------------------------- learning a tiny problem
 
 
