@@ -1,5 +1,6 @@
 """``hardattn bench``: training speed of the RAM agents against their floor, roofline and a
-naive reference trainer, all measured in one run on one device.
+naive reference trainer, all measured in one run on one device (the four implementations are
+in ``bench_impls.py``).
 
 Four implementations per preset, timed as training images per second:
 
@@ -22,7 +23,6 @@ reference measured in the same run. Results go to ``benchmarks/results/speed_<cp
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import resource
 import statistics
@@ -32,14 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from hardattn import estimators as est
 from hardattn.benchmarking import result, write_results
 from hardattn.config import TrainConfig
 
-from .ram_common import lr_at, make_env, make_model, rollout, safe_step, std_at
-from .reinforce import loss_terms
+from .bench_impls import EndToEnd, Floor, Naive, Roofline, sync_device
 
 PRESET_ENVS = {"mnist28": ("GlimpseMNIST-v0", 6), "translated60": ("GlimpseTranslated60-v0", None),
                "cluttered60": ("GlimpseCluttered60-v0", None),
@@ -83,240 +80,13 @@ def train_config(preset: str, batch_size: int, device: str, seed: int = 0, **kw)
                        device=device, seed=seed, progress=False, **kw)
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-# ---------------------------------------------------------------------------- the four impls
-class EndToEnd:
-    """The agent's update, as ``agents.reinforce.train`` runs it (without the bookkeeping)."""
-
-    def __init__(self, cfg: TrainConfig, dev: torch.device) -> None:
-        torch.manual_seed(cfg.seed)
-        self.cfg, self.dev = cfg, dev
-        self.env = make_env(cfg, dev, cfg.batch_size)
-        self.model = make_model(cfg, self.env).to(dev)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.baselines = {"ema": est.EMABaseline(cfg.ema_decay),
-                          "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
-        self.noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
-        self.env.reset(seed=cfg.seed)
-        self.update = 0
-
-    def step(self, phases: dict | None = None) -> None:
-        cfg = self.cfg
-        t0 = time.perf_counter()
-        for group in self.opt.param_groups:
-            group["lr"] = lr_at(cfg, self.update)
-        ro = rollout(self.model, self.env, std_at(cfg, self.update), self.noise)
-        losses = loss_terms(cfg, ro, self.baselines)
-        t1 = time.perf_counter()
-        safe_step(losses, self.model, self.opt, cfg)
-        self.update += 1
-        if phases is not None:
-            _sync(self.dev)
-            phases["rollout+loss"] = phases.get("rollout+loss", 0.0) + t1 - t0
-            phases["backward+clip+adam"] = phases.get("backward+clip+adam", 0.0) + \
-                time.perf_counter() - t1
-
-
-class Floor:
-    """Forward + backward + Adam of the same network on pre-extracted glimpses."""
-
-    def __init__(self, cfg: TrainConfig, dev: torch.device, e2e: EndToEnd) -> None:
-        self.cfg, self.dev = cfg, dev
-        torch.manual_seed(cfg.seed)
-        self.model = make_model(cfg, e2e.env).to(dev)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        env, T, B = e2e.env, e2e.env.cfg.n_glimpses, cfg.batch_size
-        obs, _ = env.reset(seed=cfg.seed + 5)
-        g, locs = [], []
-        gen = torch.Generator(device=dev).manual_seed(cfg.seed + 6)
-        no_class = torch.zeros(B, dtype=torch.long, device=dev)
-        for _ in range(T):
-            g.append(obs["glimpse"])
-            locs.append(obs["loc"])
-            obs, *_ = env.step((torch.rand(B, 2, generator=gen, device=dev) * 2 - 1, no_class))
-        self.glimpses, self.locs = torch.stack(g), torch.stack(locs)  # (T, B, ...), (T, B, 2)
-        self.labels = torch.randint(10, (B,), generator=gen, device=dev)
-        self.noise = torch.randn(T - 1, B, 2, generator=gen, device=dev)
-
-    def step(self) -> None:
-        model, cfg = self.model, self.cfg
-        T, B = self.glimpses.shape[:2]
-        state = model.initial_state(B, self.dev)
-        std = model.location.std(cfg.std)
-        logps, values = [], []
-        for t in range(T):
-            state, h = model.step(self.glimpses[t], self.locs[t], state)
-            values.append(model.value(h))
-            if t < T - 1:
-                mean = model.location_mean(h)
-                loc = (mean + std * self.noise[t]).detach()
-                logps.append(_log_prob(loc, mean, std))
-        logits = model.classifier(h)
-        reward = (logits.argmax(1) == self.labels).float()
-        v = torch.stack(values[:-1])
-        adv = (reward[None] - v).detach()
-        loss = F.cross_entropy(logits, self.labels) - (torch.stack(logps) * adv).sum(0).mean() \
-            + F.mse_loss(v, reward[None].expand_as(v))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        self.opt.step()
-
-
-def _log_prob(x, mean, std):
-    z = (x - mean) / std
-    return (-0.5 * z * z - torch.log(std)).sum(-1)
-
-
-# Linears whose input carries a gradient (the others read data or the detached core state).
-NEEDS_INPUT_GRAD = ("glimpse_net.combine", "core.cell", "classifier")
-
-
-def layer_shapes(model: torch.nn.Module) -> list[tuple[int, int, bool]]:
-    """``(in, out, input needs a gradient)`` of every Linear the RAM runs per glimpse step."""
-    return [(m.in_features, m.out_features, name in NEEDS_INPUT_GRAD)
-            for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-
-
-class Roofline:
-    """Only the GEMMs one update needs: per step and Linear ``X W^T`` and ``dY^T X``, plus
-    ``dY W`` where the layer's input needs a gradient (not for the 'what'/'where' layers,
-    whose inputs are data, nor for the location/baseline heads on the detached state)."""
-
-    def __init__(self, cfg: TrainConfig, dev: torch.device, e2e: EndToEnd) -> None:
-        B, self.T = cfg.batch_size, e2e.env.cfg.n_glimpses
-        self.ops = []
-        self.flops = 0
-        for i, o, dx in layer_shapes(e2e.model):
-            x, w, dy = (torch.randn(B, i, device=dev), torch.randn(o, i, device=dev),
-                        torch.randn(B, o, device=dev))
-            self.ops.append((x, w, dy, torch.empty(B, o, device=dev),
-                             torch.empty(B, i, device=dev) if dx else None,
-                             torch.empty(o, i, device=dev)))
-            self.flops += 2 * (3 if dx else 2) * self.T * B * i * o
-
-    def step(self) -> None:
-        for _ in range(self.T):
-            for x, w, dy, y, dx, dw in self.ops:
-                torch.mm(x, w.t(), out=y)
-                if dx is not None:
-                    torch.mm(dy, w, out=dx)
-                torch.mm(dy.t(), x, out=dw)
-
-
-class NaiveRAM(torch.nn.Module):
-    """The RAM as research scripts write it: one ``nn.Linear`` per weight matrix of the paper.
-
-    Same widths as ``hardattn.networks.RAM`` (and two more bias vectors); where that model
-    runs one GEMM over ``[what, where]`` and one over ``[g, h_prev]``, this one runs two each:
-    ``g = ReLU(W_what' what + W_where' where)``, ``h = ReLU(W_i g + W_h h_prev)``.
-    """
-
-    def __init__(self, n_in: int, cfg: TrainConfig) -> None:
-        super().__init__()
-        lin = torch.nn.Linear
-        self.fc_what, self.fc_where = lin(n_in, cfg.what_hidden), lin(2, cfg.where_hidden)
-        self.what_to_g = lin(cfg.what_hidden, cfg.glimpse_hidden)
-        self.where_to_g = lin(cfg.where_hidden, cfg.glimpse_hidden)
-        self.i2h = lin(cfg.glimpse_hidden, cfg.core_hidden)
-        self.h2h = lin(cfg.core_hidden, cfg.core_hidden)
-        self.fc_loc, self.classifier = lin(cfg.core_hidden, 2), lin(cfg.core_hidden, 10)
-        self.fc_baseline = lin(cfg.core_hidden, 1)
-        self.hidden = cfg.core_hidden
-
-    def initial_state(self, batch: int, device: torch.device) -> torch.Tensor:
-        return torch.zeros(batch, self.hidden, device=device)
-
-    def step(self, patches: torch.Tensor, loc: torch.Tensor, h: torch.Tensor):
-        what = F.relu(self.fc_what(patches.flatten(1)))  # (B, what_hidden)
-        where = F.relu(self.fc_where(loc))  # (B, where_hidden)
-        g = F.relu(self.what_to_g(what) + self.where_to_g(where))  # (B, glimpse_hidden)
-        h = F.relu(self.i2h(g) + self.h2h(h))  # (B, core_hidden)
-        return h, h
-
-    def location_mean(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.fc_loc(h.detach()))  # (B, 2)
-
-    def value(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc_baseline(h.detach()).squeeze(-1)  # (B,)
-
-
-class Naive:
-    """A typical research script: Python loop over samples for the retina, one Linear per
-    weight matrix, sync every step."""
-
-    def __init__(self, cfg: TrainConfig, dev: torch.device, e2e: EndToEnd) -> None:
-        self.cfg, self.dev = cfg, dev
-        torch.manual_seed(cfg.seed)
-        g = e2e.env.cfg
-        self.model = NaiveRAM(g.scales * g.patch * g.patch, cfg).to(dev)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.sampler = e2e.env.unwrapped._task.canvas
-        self.gcfg = e2e.env.cfg
-        self.gen = torch.Generator(device=dev).manual_seed(cfg.seed + 9)
-
-    def retina(self, images: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
-        p, S, f = self.gcfg.patch, self.gcfg.scales, self.gcfg.scale_factor
-        B, _, H, W = images.shape
-        pad = p * f ** (S - 1)
-        padded = F.pad(images, (pad, pad, pad, pad))
-        out = []
-        for b in range(B):  # one sample at a time
-            x, y = float(loc[b, 0]), float(loc[b, 1])
-            cx, cy = (x + 1) * W / 2, (y + 1) * H / 2
-            scales = []
-            for s in range(S):
-                k = f ** s
-                size = p * k
-                x0 = max(-size, min(W, math.floor(cx - size / 2 + 0.5)))  # fully outside: 0s
-                y0 = max(-size, min(H, math.floor(cy - size / 2 + 0.5)))
-                crop = padded[b, :, y0 + pad:y0 + pad + size, x0 + pad:x0 + pad + size]
-                scales.append(F.avg_pool2d(crop[None], k)[0] if k > 1 else crop)
-            out.append(torch.stack(scales))
-        return torch.stack(out)  # (B, S, C, p, p)
-
-    def step(self) -> None:
-        cfg, model = self.cfg, self.model
-        batch = self.sampler.sample(cfg.batch_size, self.gen)
-        images, labels = batch.images, batch.labels
-        B, T = images.shape[0], self.gcfg.n_glimpses
-        loc = torch.zeros(B, 2, device=self.dev)
-        state = model.initial_state(B, self.dev)
-        std = torch.full((2,), cfg.std, device=self.dev)
-        logps, values = [], []
-        for t in range(T):
-            state, h = model.step(self.retina(images, loc), loc, state)
-            values.append(model.value(h))
-            if t < T - 1:
-                mean = model.location_mean(h)
-                new = (mean + std * torch.randn(B, 2, device=self.dev)).detach()
-                logps.append(_log_prob(new, mean, std))
-                loc = new.clamp(-1, 1)
-                float(mean.sum().item())  # host sync every step
-        logits = model.classifier(h)
-        reward = (logits.argmax(1) == labels).float()
-        v = torch.stack(values[:-1])
-        adv = (reward[None] - v).detach()
-        loss = F.cross_entropy(logits, labels) - (torch.stack(logps) * adv).sum(0).mean() \
-            + F.mse_loss(v, reward[None].expand_as(v))
-        self.opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        self.opt.step()
-        self.last_loss = loss.item()  # the per-step logging of a typical script
-
-
 # ---------------------------------------------------------------------------- measurement
 def _time(fn, n: int, dev: torch.device) -> float:
-    _sync(dev)
+    sync_device(dev)
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
-    _sync(dev)
+    sync_device(dev)
     return time.perf_counter() - t0
 
 
@@ -363,13 +133,13 @@ def profile_preset(e2e: EndToEnd, dev: torch.device, updates: int) -> tuple[dict
     B, T = e2e.cfg.batch_size, env.cfg.n_glimpses
     no_class = torch.zeros(B, dtype=torch.long, device=dev)
     loc = torch.zeros(B, 2, device=dev)
-    _sync(dev)
+    sync_device(dev)
     t0 = time.perf_counter()
     for _ in range(updates):  # the env alone: canvases + pyramid + glimpse reads
         env.reset()
         for _ in range(T):
             env.step((loc, no_class))
-    _sync(dev)
+    sync_device(dev)
     env_s = time.perf_counter() - t0
     for _ in range(updates):
         e2e.step(phases)

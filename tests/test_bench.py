@@ -10,17 +10,8 @@ import sys
 import pytest
 import torch
 
-from hardattn.agents.bench import (
-    IMPLS,
-    BenchConfig,
-    EndToEnd,
-    Naive,
-    NaiveRAM,
-    Roofline,
-    bench,
-    layer_shapes,
-    train_config,
-)
+from hardattn.agents.bench import IMPLS, BenchConfig, bench, train_config
+from hardattn.agents.bench_impls import EndToEnd, Naive, NaiveRAM, Roofline, layer_shapes
 from hardattn.sensors import glimpse
 
 
