@@ -14,7 +14,8 @@ each of ``T`` steps (the env's glimpse count) the core state ``h`` scores every 
 - ``scaled``: ``h . k / sqrt(d)`` (Vaswani et al. 2017);
 - ``general``: ``h^T W k``, a learned bilinear form (Luong et al. 2015);
 - ``additive`` (the default): ``v . tanh(W h + U k)`` (Bahdanau et al. 2015); it learned
-  fastest of the four on a small mnist28 problem.
+  fastest of the four on a small mnist28 problem. ``W h`` and ``U k`` are
+  ``--attention-dim`` wide (default ``d``); the per-step work is ``B x positions x`` that.
 
 With the zero initial state the first read of the three dot-product scores is uniform
 (global average pooling); the additive score is already content-based there.
@@ -51,15 +52,16 @@ from .soft_common import (
 class Score(nn.Module):
     """``score(h, K)``: ``(B, d)``, ``(B, P, d)`` -> ``(B, P)`` logits over positions."""
 
-    def __init__(self, kind: str, d: int) -> None:
+    def __init__(self, kind: str, d: int, attention_dim: int | None = None) -> None:
         super().__init__()
         self.kind, self.d = kind, d
+        self.a = attention_dim or d  # additive: width of W h and U k
         if kind == "general":
             self.W = nn.Linear(d, d, bias=False)  # applied to the keys once per image
         elif kind == "additive":
-            self.W = nn.Linear(d, d)  # query side
-            self.U = nn.Linear(d, d, bias=False)  # key side, once per image
-            self.v = nn.Linear(d, 1, bias=False)
+            self.W = nn.Linear(d, self.a)  # query side
+            self.U = nn.Linear(d, self.a, bias=False)  # key side, once per image
+            self.v = nn.Linear(self.a, 1, bias=False)
 
     def prepare(self, keys: torch.Tensor) -> torch.Tensor:
         """The per-image part of the score (``W k`` or ``U k``), computed once for all steps."""
@@ -81,7 +83,8 @@ class SoftAttentionCNN(nn.Module):
 
     uses_first = False
 
-    def __init__(self, spec: RAMSpec, task: GlimpseConfig, channels: int, score: str) -> None:
+    def __init__(self, spec: RAMSpec, task: GlimpseConfig, channels: int, score: str,
+                 attention_dim: int | None = None) -> None:
         super().__init__()
         self.spec = spec.validate()
         d = spec.core_hidden
@@ -90,7 +93,7 @@ class SoftAttentionCNN(nn.Module):
             nn.Conv2d(max(1, channels // 2), channels, 3, stride=2, padding=1), nn.ReLU())
         self.embed = nn.Linear(channels + 2, d)  # per position (a 1x1 conv): keys = values
         self.norm = nn.LayerNorm(d)  # unit-scale keys: dot scores and contexts start O(1)
-        self.score = Score(score, d)
+        self.score = Score(score, d, attention_dim)
         self.glimpse = nn.Linear(d, spec.glimpse_hidden)
         self.core = Core(spec)
         self.classifier = nn.Linear(spec.core_hidden, spec.n_classes)
@@ -158,16 +161,17 @@ class SoftAttentionCNN(nn.Module):
 
     def extra_macs(self, H: int, W: int) -> int:
         P = math.ceil(math.ceil(H / 2) / 2) * math.ceil(math.ceil(W / 2) / 2)
-        # Per step: the scores (additive: v . tanh(..), d MACs per position; dot-product
-        # kinds: k . h, also d; W h and U k are Linear calls that the hooks count) and the
+        # Per step: the scores (additive: v . tanh(..), a MACs per position; dot-product
+        # kinds: k . h, d; W h and U k are Linear calls that the hooks count) and the
         # weighted sum of the values (d per position).
-        return self.n_steps * (P * self.d + P * self.d)
+        score = self.score.a if self.score.kind == "additive" else self.d
+        return self.n_steps * (P * score + P * self.d)
 
 
 def make_model(cfg: TrainConfig, task: GlimpseConfig) -> SoftAttentionCNN:
     spec = RAMSpec(scales=1, patch=1, what_hidden=cfg.what_hidden, where_hidden=cfg.where_hidden,
                    glimpse_hidden=cfg.glimpse_hidden, core_hidden=cfg.core_hidden, core=cfg.core)
-    return SoftAttentionCNN(spec, task, cfg.feature_channels, cfg.score)
+    return SoftAttentionCNN(spec, task, cfg.feature_channels, cfg.score, cfg.attention_dim)
 
 
 def train(cfg: TrainConfig) -> dict:

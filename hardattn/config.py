@@ -140,6 +140,9 @@ class TrainConfig:
     score: Literal["dot", "scaled", "general", "additive"] = "additive"
     """soft-cnn's attention score: dot h.k, scaled dot h.k/sqrt(d), general (bilinear) h W k,
     or additive (Bahdanau) v.tanh(W h + U k)."""
+    attention_dim: int | None = None
+    """soft-cnn, additive score: width a of the projections W h and U k (Bahdanau's attention
+    size); None = --core-hidden. A smaller a cuts the per-step (B, positions, a) work."""
     feature_channels: int = 64
     """soft-cnn: channels of the attended CNN feature map (its first conv has half as many)."""
     draw_grid: int | None = None
@@ -294,6 +297,10 @@ class TrainConfig:
         need(self.score in SCORES, f"--score={self.score!r} is not one of {SCORES}")
         for name in ("feature_channels", "cnn_channels", "fc_hidden"):
             positive_int(name)
+        if self.attention_dim is not None:
+            positive_int("attention_dim")
+            need(self.score == "additive", f"--attention-dim={self.attention_dim} is for "
+                 f"--score additive (--score={self.score!r} scores h against k directly)")
         if self.draw_grid is not None:
             positive_int("draw_grid")
             need(self.draw_grid >= 2, f"--draw-grid={self.draw_grid} must be >= 2")

@@ -113,6 +113,11 @@ def test_soft_cnn_scores_are_distributions_over_positions(data_root, score):
     n_score = sum(p.numel() for p in model.score.parameters())
     assert n_score == {"dot": 0, "scaled": 0, "general": 64 * 64,
                        "additive": 64 * 64 * 2 + 64 + 64}[score]
+    if score == "additive":  # a narrower attention width: W h and U k are a wide
+        narrow, _, _ = model_and_task("soft-cnn", score=score, attention_dim=8)
+        assert sum(p.numel() for p in narrow.score.parameters()) == 64 * 8 * 2 + 8 + 8
+        _, alpha8 = narrow._run(images, None, False)
+        assert torch.allclose(alpha8.sum(-1), torch.ones(T, B), atol=1e-5)
     if score in ("dot", "scaled", "general"):  # zero initial state: the first read is uniform
         assert torch.allclose(alpha[0], torch.full((B, P), 1.0 / P), atol=1e-6)
     out.logits.sum().backward()  # the class loss reaches the score and the feature CNN
@@ -242,6 +247,8 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(data_root, tmp_p
     (dict(agent="cnn", samples_per_image=2, batch_size=16), "samples-per-image"),
     (dict(agent="mlp", fc_hidden=0), "--fc-hidden"),
     (dict(agent="soft-cnn", feature_channels=0), "--feature-channels"),
+    (dict(agent="soft-cnn", attention_dim=0), "--attention-dim"),
+    (dict(agent="soft-cnn", score="dot", attention_dim=32), "--attention-dim=32 is for"),
 ])
 def test_invalid_soft_configs_fail_before_training(tmp_path, kw, field):
     from hardattn.agents.run import registered_ids
