@@ -63,18 +63,19 @@ class Score(nn.Module):
             self.U = nn.Linear(d, self.a, bias=False)  # key side, once per image
             self.v = nn.Linear(self.a, 1, bias=False)
 
-    def prepare(self, keys: torch.Tensor) -> torch.Tensor:
-        """The per-image part of the score (``W k`` or ``U k``), computed once for all steps."""
+    def prepare(self, bank: attention.KeyBank) -> attention.KeyBank | torch.Tensor:
+        """The per-image part of the score, computed once for all steps: the keys (dot,
+        scaled), ``W k`` (general), both as a ``KeyBank``; ``U k`` (additive), a tensor."""
         if self.kind == "general":
-            return self.W(keys)
+            return attention.KeyBank(self.W(bank.keys))  # (B, P, d)
         if self.kind == "additive":
-            return self.U(keys)
-        return keys
+            return self.U(bank.keys)  # (B, P, a)
+        return bank
 
-    def forward(self, h: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, prepared: attention.KeyBank | torch.Tensor) -> torch.Tensor:
         if self.kind == "additive":  # v . tanh(U k + W h); v applied inside (one fused backward)
             return attention.additive_scores(prepared, self.W(h), self.v.weight[0])  # (B, P)
-        e = attention.scores(prepared, h)  # (B, P)
+        e = prepared.scores(h)  # (B, P)
         return e / math.sqrt(self.d) if self.kind == "scaled" else e
 
 
@@ -122,13 +123,14 @@ class SoftAttentionCNN(nn.Module):
     def _run(self, images, steps, anytime):
         T = steps or self.n_steps
         keys, pos = self._keys(images)
-        prepared = self.score.prepare(keys)
+        bank = attention.KeyBank(keys)  # read (and scored) T times: one gradient sum for all
+        prepared = self.score.prepare(bank)
         state = self.core.initial_state(images.shape[0], images.device, images.dtype)
         h = Core.output(state)
         alphas, step_logits = [], []
         for _ in range(T):
             alpha = F.softmax(self.score(h, prepared), dim=1)  # (B, P)
-            context = attention.read(alpha, keys)  # (B, d)
+            context = bank.read(alpha)  # (B, d)
             state = self.core(F.relu(self.glimpse(context)), state)
             h = Core.output(state)
             alphas.append(alpha)

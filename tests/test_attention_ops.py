@@ -24,19 +24,77 @@ def _grads(fn, *xs):
     return out.detach(), [x.grad for x in xs]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_scores_and_read_equal_their_matmul_references(dtype):
-    keys, q, alpha = _inputs(dtype=dtype)
-    tol = {"atol": 1e-12} if dtype == torch.float64 else {"atol": 1e-5}
-    for fn, ref, xs in [
-        (attention.scores, lambda k, q: (k @ q[..., None]).squeeze(-1), (keys, q)),
-        (attention.read, lambda a, v: (a[:, None] @ v).squeeze(1), (alpha, keys)),
-    ]:
-        out, grads = _grads(fn, *xs)
-        out_ref, grads_ref = _grads(ref, *xs)
-        assert out.dtype == dtype and torch.allclose(out, out_ref, **tol)
-        for g, g_ref in zip(grads, grads_ref):
-            assert g.shape == g_ref.shape and torch.allclose(g, g_ref, **tol)
+def _recurrent_reader(keys, h0, W, use_bank: bool, extra: bool, kinds=("scores", "read")):
+    """T = 3 steps of: scores -> softmax -> read -> new query, over the same keys; with
+    ``extra`` the keys also feed another path (as soft-cnn's ``U k`` does)."""
+    bank = attention.KeyBank(keys) if use_bank else None
+    k = bank.keys if use_bank else keys
+    h, out = h0, (k * k).sum() if extra else 0.0
+    for _ in range(3):
+        if "scores" in kinds:
+            e = bank.scores(h) if use_bank else (keys @ h[..., None]).squeeze(-1)  # (B, P)
+        else:
+            e = (h[:, None, :1] * torch.ones_like(k[..., :1])).squeeze(-1)  # no key gradient
+        alpha = torch.softmax(e, dim=1)
+        c = bank.read(alpha) if use_bank else (alpha[:, None] @ keys).squeeze(1)  # (B, d)
+        h = torch.tanh(c @ W + h)
+        out = out + (h * h).sum()
+    return out
+
+
+@pytest.mark.parametrize("extra", [False, True])
+@pytest.mark.parametrize("kinds", [("scores", "read"), ("read",)])
+def test_key_bank_gradients_equal_autograd_over_recurrent_steps(extra, kinds):
+    g = torch.Generator().manual_seed(0)
+    keys, h0, W = (torch.randn(3, 5, 4, generator=g, dtype=torch.float64),
+                   torch.randn(3, 4, generator=g, dtype=torch.float64),
+                   torch.randn(4, 4, generator=g, dtype=torch.float64))
+    results = []
+    for use_bank in (True, False):
+        xs = [x.clone().requires_grad_() for x in (keys, h0, W)]
+        out = _recurrent_reader(*xs, use_bank=use_bank, extra=extra, kinds=kinds)
+        out.backward()
+        results.append((out.detach(), [x.grad for x in xs]))
+    (out, grads), (out_ref, grads_ref) = results
+    assert torch.allclose(out, out_ref, atol=1e-12)
+    for gr, gr_ref in zip(grads, grads_ref):
+        assert torch.allclose(gr, gr_ref, atol=1e-12)
+
+
+def test_key_bank_passes_gradcheck_and_a_second_backward_pass_starts_empty():
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+          for shape in ((2, 3, 4), (2, 4), (4, 4))]
+    fn = lambda k, h, w: _recurrent_reader(k, h, w, use_bank=True, extra=True)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, xs)
+    out = fn(*xs)
+    first = torch.autograd.grad(out, xs[0], retain_graph=True)[0]
+    second = torch.autograd.grad(out, xs[0])[0]
+    assert torch.equal(first, second)  # the pending terms were used once, then cleared
+
+
+def test_key_bank_float32_matches_the_matmul_forms():
+    keys, q, alpha = _inputs(dtype=torch.float32)
+    bank = attention.KeyBank(keys)
+    assert torch.allclose(bank.scores(q), (keys @ q[..., None]).squeeze(-1), atol=1e-5)
+    assert torch.allclose(bank.read(alpha), (alpha[:, None] @ keys).squeeze(1), atol=1e-5)
+
+
+def test_key_bank_leaves_no_reference_cycle():
+    import gc
+    import weakref
+
+    gc.disable()  # what is freed must be freed by reference counting alone
+    try:
+        keys = torch.randn(2, 3, 4, requires_grad=True)
+        bank = attention.KeyBank(keys)
+        ref = weakref.ref(bank.keys)
+        out = bank.read(torch.softmax(bank.scores(torch.randn(2, 4)), 1)).sum()
+        out.backward()
+        del bank, out
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 def test_additive_scores_equal_the_tanh_reference_and_pass_gradcheck():
@@ -51,9 +109,6 @@ def test_additive_scores_equal_the_tanh_reference_and_pass_gradcheck():
         assert torch.allclose(g, g_ref, atol=1e-12)
     args = [x.clone().requires_grad_() for x in (keys, q, v)]
     assert torch.autograd.gradcheck(attention.additive_scores, args)
-    assert torch.autograd.gradcheck(attention.scores, args[:2])
-    assert torch.autograd.gradcheck(
-        attention.read, [_inputs()[2].requires_grad_(), keys.clone().requires_grad_()])
 
 
 def test_tanh_through_sigmoid_is_within_an_ulp_of_one_in_float32():
@@ -73,8 +128,9 @@ def test_only_requested_gradients_are_computed_and_inputs_are_not_modified():
 
 
 @pytest.mark.parametrize("fn, args, name", [
-    (attention.scores, (torch.zeros(2, 3, 4), torch.zeros(2, 5)), "q"),
-    (attention.read, (torch.zeros(2, 4), torch.zeros(2, 3, 4)), "alpha"),
+    (lambda q: attention.KeyBank(torch.zeros(2, 3, 4)).scores(q), (torch.zeros(2, 5),), "q"),
+    (lambda a: attention.KeyBank(torch.zeros(2, 3, 4)).read(a), (torch.zeros(2, 4),), "alpha"),
+    (attention.KeyBank, (torch.zeros(3, 4),), "keys"),
     (attention.additive_scores, (torch.zeros(2, 3, 4), torch.zeros(2, 4), torch.zeros(5)), "v"),
 ])
 def test_shape_mismatches_name_the_argument(fn, args, name):
