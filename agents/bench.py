@@ -15,6 +15,10 @@ Four implementations per preset, timed as training images per second:
   the paper, so input and recurrent weights are separate GEMMs), one forward per step, a host
   sync every step (``.item()``), the same loss and optimiser.
 
+``--precisions fp32,bf16`` times ``hardattn``, ``floor`` and ``roofline`` once per precision
+(``--precision bf16``: the RAM's GEMMs in bfloat16, and a bfloat16 roofline); the naive script
+is fp32. Rows carry a ``precision`` label.
+
 Repeats of the implementations are interleaved so that load on the machine hits them alike;
 the median of the repeats is quoted, and ``ratio`` rows divide the end-to-end figure by each
 reference measured in the same run. Results go to ``benchmarks/results/speed_<cpu|cuda>.json``.
@@ -69,6 +73,10 @@ class BenchConfig:
     time_to_accuracy_variants: tuple[str, ...] = ("default",)
     """Configs timed to accuracy, one run each: ``default`` (the default REINFORCE config) or
     comma-separated ``field=value`` overrides of it, e.g. ``scales=2,augment_shift=2``."""
+    precisions: str = "fp32"
+    """Comma-separated: fp32 and/or bf16 (``--precision bf16``: the RAM's GEMMs in bfloat16).
+    Each gets its own hardattn, floor and roofline (bf16 GEMMs for bf16), timed in the same
+    interleaved repeats; the naive script runs in fp32 once."""
     out: str | None = None
     """Results folder (default benchmarks/results)."""
     seed: int = 0
@@ -94,18 +102,35 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def precision_list(bc: BenchConfig) -> list[str]:
+    """``bc.precisions`` parsed; a bad name fails before any timing, naming it."""
+    out = [p.strip() for p in bc.precisions.split(",") if p.strip()]
+    for p in out:
+        if p not in ("fp32", "bf16"):
+            raise ValueError(f"--precisions: {p!r} is not fp32 or bf16")
+    if not out:
+        raise ValueError("--precisions is empty: give fp32, bf16 or fp32,bf16")
+    return out
+
+
 def measure_preset(preset: str, bc: BenchConfig, dev: torch.device, log=print) -> dict:
-    """Images/s per impl (list over repeats), peak memory, and a time breakdown."""
-    cfg = train_config(preset, bc.batch_size, str(dev), bc.seed)
-    e2e = EndToEnd(cfg, dev)
-    impls = {"hardattn": e2e, "floor": Floor(cfg, dev, e2e), "roofline": Roofline(cfg, dev, e2e),
-             "naive": Naive(cfg, dev, e2e)}
-    n = {k: bc.updates for k in impls}
-    n["naive"] = max(1, bc.updates // 4)
+    """Images/s per ``(impl, precision)`` (list over repeats), peak memory, a time breakdown
+    (of the first precision's end-to-end update)."""
+    impls: dict[tuple[str, str], object] = {}
+    for prec in precision_list(bc):
+        cfg = train_config(preset, bc.batch_size, str(dev), bc.seed, precision=prec)
+        e2e = EndToEnd(cfg, dev)
+        impls[("hardattn", prec)] = e2e
+        impls[("floor", prec)] = Floor(cfg, dev, e2e)
+        impls[("roofline", prec)] = Roofline(cfg, dev, e2e)
+    first = next(iter(impls.values()))
+    impls[("naive", "fp32")] = Naive(train_config(preset, bc.batch_size, str(dev), bc.seed), dev,
+                                     first)  # the typical script: fp32
+    n = {k: max(1, bc.updates // 4) if k[0] == "naive" else bc.updates for k in impls}
     for impl in impls.values():  # warm-up (allocator, first-call costs)
         impl.step()
-    ips: dict[str, list[float]] = {k: [] for k in impls}
-    peak: dict[str, float] = {}
+    ips: dict[tuple[str, str], list[float]] = {k: [] for k in impls}
+    peak: dict[tuple[str, str], float] = {}
     for r in range(bc.repeats):
         order = list(impls) if r % 2 == 0 else list(reversed(impls))  # interleaved
         for k in order:
@@ -116,11 +141,12 @@ def measure_preset(preset: str, bc: BenchConfig, dev: torch.device, log=print) -
             if dev.type == "cuda":
                 peak[k] = max(peak.get(k, 0.0), torch.cuda.max_memory_allocated(dev) / 2**20)
         log(f"  {preset} repeat {r + 1}/{bc.repeats}: " +
-            ", ".join(f"{k} {v[-1]:.0f}" for k, v in ips.items()))
-    out = {"ips": ips, "peak": peak, "gflops_per_update": impls["roofline"].flops / 1e9,
-           "config": dataclasses.asdict(cfg), "glimpses": e2e.env.cfg.n_glimpses}
+            ", ".join(f"{i}/{p} {v[-1]:.0f}" for (i, p), v in ips.items()))
+    out = {"ips": ips, "peak": peak, "config": dataclasses.asdict(first.cfg),
+           "gflops_per_update": impls[("roofline", first.cfg.precision)].flops / 1e9,
+           "glimpses": first.env.cfg.n_glimpses}
     if bc.profile:
-        out["breakdown"], out["top_ops"] = profile_preset(e2e, dev, bc.updates)
+        out["breakdown"], out["top_ops"] = profile_preset(first, dev, bc.updates)
     return out
 
 
@@ -219,7 +245,8 @@ def bench(bc: BenchConfig) -> Path:
     from .run import resolve_device
 
     dev = resolve_device(bc.device)
-    for variant in bc.time_to_accuracy_variants:  # bad variants fail before any timing
+    precision_list(bc)  # bad flags fail before any timing
+    for variant in bc.time_to_accuracy_variants:
         train_config("mnist28", bc.batch_size, str(dev), **variant_overrides(variant)).validate()
     torch.set_num_threads(bc.threads or len(os.sched_getaffinity(0)))
     t0 = time.perf_counter()
@@ -232,24 +259,31 @@ def bench(bc: BenchConfig) -> Path:
                 "gflop_per_update_roofline": m["gflops_per_update"],
                 "torch_threads": torch.get_num_threads(), "loadavg_1m": os.getloadavg()[0]}
         med = {k: statistics.median(v) for k, v in m["ips"].items()}
-        for k, v in m["ips"].items():
+        for (impl, prec), v in m["ips"].items():
             rows.append(result("images_per_s", v, "images/s", True,
-                               {"preset": preset, "impl": k, "batch_size": bc.batch_size,
-                                "glimpses": m["glimpses"]}, conf, aggregate="median"))
-        for of in ("roofline", "floor", "naive"):
-            per = [a / b for a, b in zip(m["ips"]["hardattn"], m["ips"][of])]  # same repeat
-            rows.append(result("ratio", per, "x", True, {"preset": preset, "of": of,
-                                                         "batch_size": bc.batch_size},
-                               conf, aggregate="median"))
-        for k, v in m["peak"].items():
-            rows.append(result("peak_mem_mib", v, "MiB", False, {"preset": preset, "impl": k}))
+                               {"preset": preset, "impl": impl, "precision": prec,
+                                "batch_size": bc.batch_size, "glimpses": m["glimpses"]},
+                               {**conf, "precision": prec}, aggregate="median"))
+        for prec in precision_list(bc):
+            for of, of_prec in (("roofline", prec), ("floor", prec), ("naive", "fp32")):
+                per = [a / b for a, b in zip(m["ips"][("hardattn", prec)],
+                                             m["ips"][(of, of_prec)])]  # same repeat
+                rows.append(result("ratio", per, "x", True,
+                                   {"preset": preset, "of": of, "precision": prec,
+                                    "batch_size": bc.batch_size},
+                                   {**conf, "precision": prec}, aggregate="median"))
+            print(f"{preset} ({prec}): images/s " + ", ".join(
+                f"{i} {v:.0f}" for (i, p), v in med.items() if p == prec or i == "naive") +
+                f"; end-to-end = "
+                f"{100 * med[('hardattn', prec)] / med[('roofline', prec)]:.0f}% of roofline, "
+                f"{100 * med[('hardattn', prec)] / med[('floor', prec)]:.0f}% of floor, "
+                f"{med[('hardattn', prec)] / med[('naive', 'fp32')]:.1f}x naive")
+        for (impl, prec), v in m["peak"].items():
+            rows.append(result("peak_mem_mib", v, "MiB", False,
+                               {"preset": preset, "impl": impl, "precision": prec}))
         for phase, pct in m.get("breakdown", {}).items():
             rows.append(result("time_share_pct", pct, "%", False,
                                {"preset": preset, "impl": "hardattn", "phase": phase}))
-        print(f"{preset}: images/s " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()) +
-              f"; end-to-end = {100 * med['hardattn'] / med['roofline']:.0f}% of roofline, "
-              f"{100 * med['hardattn'] / med['floor']:.0f}% of floor, "
-              f"{med['hardattn'] / med['naive']:.1f}x naive")
         if "breakdown" in m:
             print("  time: " + ", ".join(f"{k} {v:.0f}%" for k, v in m["breakdown"].items()))
             print("  top ops: " + ", ".join(f"{k} {v:.0f}%" for k, v in m["top_ops"][:6]))

@@ -96,7 +96,7 @@ class Floor:
                 mean = model.location_mean(h)
                 loc = (mean + std * self.noise[t]).detach()
                 logps.append(_log_prob(loc, mean, std))
-        logits = model.classifier(h)
+        logits = model.classify(h)
         reward = (logits.argmax(1) == self.labels).float()
         v = torch.stack(values[:-1])
         adv = (reward[None] - v).detach()
@@ -126,18 +126,19 @@ def layer_shapes(model: torch.nn.Module) -> list[tuple[int, int, bool]]:
 class Roofline:
     """Only the GEMMs one update needs: per step and Linear ``X W^T`` and ``dY^T X``, plus
     ``dY W`` where the layer's input needs a gradient (not for the 'what'/'where' layers,
-    whose inputs are data, nor for the location/baseline heads on the detached state)."""
+    whose inputs are data, nor for the location/baseline heads on the detached state), in
+    the precision of the update (``cfg.precision``)."""
 
     def __init__(self, cfg: TrainConfig, dev: torch.device, e2e: EndToEnd) -> None:
         B, self.T = cfg.batch_size, e2e.env.cfg.n_glimpses
         self.ops = []
         self.flops = 0
+        # --precision bf16 runs these GEMMs in bfloat16 (autocast): so does its roofline.
+        kw = {"device": dev, "dtype": torch.bfloat16 if cfg.precision == "bf16" else None}
         for i, o, dx in layer_shapes(e2e.model):
-            x, w, dy = (torch.randn(B, i, device=dev), torch.randn(o, i, device=dev),
-                        torch.randn(B, o, device=dev))
-            self.ops.append((x, w, dy, torch.empty(B, o, device=dev),
-                             torch.empty(B, i, device=dev) if dx else None,
-                             torch.empty(o, i, device=dev)))
+            x, w, dy = torch.randn(B, i, **kw), torch.randn(o, i, **kw), torch.randn(B, o, **kw)
+            self.ops.append((x, w, dy, torch.empty(B, o, **kw),
+                             torch.empty(B, i, **kw) if dx else None, torch.empty(o, i, **kw)))
             self.flops += 2 * (3 if dx else 2) * self.T * B * i * o
 
     def step(self) -> None:

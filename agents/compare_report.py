@@ -58,10 +58,10 @@ class HardGlimpseAdapter(nn.Module):
                                       self.task.scale_factor, mode="hard")
             state, h = self.ram.step(patches, loc, state)
             if anytime:
-                step_logits.append(self.ram.classifier(h))
+                step_logits.append(self.ram.classify(h))
             if t < T - 1:
                 loc = self.ram.location_mean(h).clamp(-1.0, 1.0)
-        return sc.SoftOutput(logits=self.ram.classifier(h), locs=torch.stack(locs),
+        return sc.SoftOutput(logits=self.ram.classify(h), locs=torch.stack(locs),
                              step_logits=torch.stack(step_logits) if anytime else None)
 
     def look(self, images, first):

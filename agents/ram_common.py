@@ -35,7 +35,8 @@ def make_model(cfg: TrainConfig, env) -> RAM:
     spec = RAMSpec(scales=g.scales, patch=g.patch, what_hidden=cfg.what_hidden,
                    where_hidden=cfg.where_hidden, glimpse_hidden=cfg.glimpse_hidden,
                    core_hidden=cfg.core_hidden, core=cfg.core)
-    return RAM(spec, std=cfg.std, learn_std=cfg.std_schedule == "learned")
+    return RAM(spec, std=cfg.std, learn_std=cfg.std_schedule == "learned",
+               compute_dtype=torch.bfloat16 if cfg.precision == "bf16" else None)
 
 
 def std_at(cfg: TrainConfig, update: int) -> float | None:
@@ -106,7 +107,7 @@ def rollout(model: RAM, env, std: float | None, generator: torch.Generator,
             actions.append(loc)
             obs, _, _, _, _ = env.step((loc, no_class))
         else:
-            logits = model.classifier(h)  # (B, K)
+            logits = model.classify(h)  # (B, K), float32
             obs, reward, terminated, _, info = env.step((torch.zeros(B, 2, device=dev),
                                                          logits.argmax(1)))
     return Rollout(logits=logits, labels=info["label"], reward=reward,

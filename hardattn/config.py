@@ -131,6 +131,10 @@ class TrainConfig:
     """Start from the model weights of a checkpoint file or a run folder (its best.pt):
     fine-tuning and curricula (CopyMemory T=20, then 100, then 300). The architecture must
     match; the optimiser, update counter and random streams start fresh."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: the RAM network's matrix multiplies in bfloat16 (autocast, CPU or CUDA); weights,
+    Adam, losses, locations and their log-probabilities stay float32. reinforce and
+    actor-critic only. Fast where the hardware has bf16 GEMMs (AVX512-BF16/AMX, tensor cores)."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms(True) (GPU runs: bit-reproducible, slower)."""
     progress: bool = True
@@ -295,6 +299,11 @@ class TrainConfig:
         need(self.test_size % min(self.eval_batch, self.test_size) == 0,
              f"--test-size={self.test_size} must be a multiple of --eval-batch={self.eval_batch}")
         need(self.score in SCORES, f"--score={self.score!r} is not one of {SCORES}")
+        need(self.precision in ("fp32", "bf16"),
+             f"--precision={self.precision!r} is not one of ('fp32', 'bf16')")
+        need(self.precision == "fp32" or self.agent in ("reinforce", "actor-critic"),
+             f"--precision={self.precision} is for --agent reinforce or actor-critic; "
+             f"--agent {self.agent} trains in fp32 (leave --precision at fp32)")
         for name in ("feature_channels", "cnn_channels", "fc_hidden"):
             positive_int(name)
         if self.attention_dim is not None:

@@ -10,6 +10,10 @@ One step of the model, for a batch of B glimpses::
       -> ClassifierHead: logits = W_c h (B, 10)
       -> BaselineHead: b = W_b h.detach() (B,)
 
+With ``compute_dtype=torch.bfloat16`` (``--precision bf16``) the matrix multiplies of every
+step and head run in autocast and the heads return float32, so sampling, log-probabilities and
+losses stay float32; the weights and Adam's state are float32 throughout.
+
 The location and baseline heads read the *detached* core state: in the hybrid RAM loss the
 classifier's cross-entropy trains glimpse network and core, REINFORCE trains only the location
 head, and the baseline regression trains only the baseline head (tested as gradient isolation).
@@ -151,9 +155,13 @@ class RAM(nn.Module):
         learn_std: make the std a parameter trained by REINFORCE.
     """
 
-    def __init__(self, spec: RAMSpec, std: float = 0.1, learn_std: bool = False) -> None:
+    def __init__(self, spec: RAMSpec, std: float = 0.1, learn_std: bool = False,
+                 compute_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.spec = spec.validate()
+        # bfloat16: the matrix multiplies of every step and head run in autocast; the heads
+        # hand float32 back, so sampling, log-probs and losses never see bfloat16.
+        self.compute_dtype = compute_dtype
         self.glimpse_net = GlimpseNetwork(spec)
         self.core = Core(spec)
         self.location = LocationHead(spec.core_hidden, std, learn_std)
@@ -163,18 +171,30 @@ class RAM(nn.Module):
     def initial_state(self, batch: int, device: torch.device):
         return self.core.initial_state(batch, device)
 
+    def _autocast(self, x: torch.Tensor):
+        return torch.autocast(x.device.type, dtype=self.compute_dtype or torch.bfloat16,
+                              enabled=self.compute_dtype is not None)
+
     def step(self, patches: torch.Tensor, loc: torch.Tensor, state):
         """One glimpse: returns the new core state and its output ``h`` (B, core_hidden)."""
-        state = self.core(self.glimpse_net(patches, loc), state)
+        with self._autocast(patches):
+            state = self.core(self.glimpse_net(patches, loc), state)
         return state, Core.output(state)
 
     def location_mean(self, h: torch.Tensor) -> torch.Tensor:
         # Detached: REINFORCE trains only the location head (the hybrid RAM loss).
-        return self.location(h.detach())  # (B, 2)
+        with self._autocast(h):
+            return self.location(h.detach()).float()  # (B, 2)
 
     def value(self, h: torch.Tensor) -> torch.Tensor:
         # Detached: the baseline never shapes the features it baselines.
-        return self.baseline(h.detach()).squeeze(-1)  # (B,)
+        with self._autocast(h):
+            return self.baseline(h.detach()).squeeze(-1).float()  # (B,)
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        """Class scores ``(B, n_classes)``, float32."""
+        with self._autocast(h):
+            return self.classifier(h).float()
 
     def head_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Parameter groups by role, for gradient-isolation checks and diagnostics."""

@@ -43,12 +43,13 @@ def assert_same_weights(a: dict, b: dict) -> None:
 # ---------------------------------------------------------------- gradient isolation
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("agent", ["reinforce", "actor-critic"])
-def test_gradient_isolation(data_root, tmp_path, agent):
+def test_gradient_isolation(data_root, tmp_path, agent, precision):
     from hardattn.agents import actor_critic, reinforce
     from hardattn.agents.ram_common import make_env, make_model, rollout
 
-    cfg = tiny(tmp_path, agent=agent).validate()
+    cfg = tiny(tmp_path, agent=agent, precision=precision).validate()
     env = make_env(cfg, torch.device("cpu"), 8)
     env.reset(seed=0)
     torch.manual_seed(0)
@@ -67,6 +68,31 @@ def test_gradient_isolation(data_root, tmp_path, agent):
                                         allow_unused=True)
             touched = any(g is not None and bool(g.abs().sum() > 0) for g in grads)
             assert touched == (name in reached), f"{term} -> {name}: {touched}"
+
+
+@pytest.mark.parametrize("core", ["rnn", "lstm", "gru"])
+def test_bf16_rolls_out_in_float32_with_log_probs_of_the_actions_taken(data_root, tmp_path,
+                                                                        core):
+    from hardattn.agents.ram_common import make_env, make_model, rollout
+
+    cfg = tiny(tmp_path, precision="bf16", core=core).validate()
+    env = make_env(cfg, torch.device("cpu"), 8)
+    env.reset(seed=0)
+    torch.manual_seed(0)
+    model = make_model(cfg, env)
+    assert model.compute_dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 master weights
+    ro = rollout(model, env, 0.2, torch.Generator().manual_seed(0))
+    for name in ("logits", "means", "actions", "values", "log_probs"):
+        assert getattr(ro, name).dtype == torch.float32, name
+    # the log-prob is that of the float32 location sent to the env, before its clamp
+    assert torch.equal(ro.log_probs, gaussian_log_prob(ro.actions, ro.means, ro.std))
+    # and the matrix multiplies did run in bfloat16: the scores differ from fp32's
+    model.compute_dtype = None
+    env.reset(seed=0)
+    ro32 = rollout(model, env, 0.2, torch.Generator().manual_seed(0))
+    assert not torch.equal(ro.logits, ro32.logits)
+    assert torch.allclose(ro.logits, ro32.logits, atol=0.1)
 
 
 # ---------------------------------------------------------------- unbiased REINFORCE
@@ -114,12 +140,13 @@ def test_reinforce_loss_refuses_advantages_with_a_gradient():
 # ---------------------------------------------------------------- determinism and resume
 
 
-@pytest.mark.parametrize("agent", ["reinforce", "actor-critic"])
-def test_same_seed_same_weights(data_root, tmp_path, agent):
+@pytest.mark.parametrize("agent, precision", [("reinforce", "fp32"), ("actor-critic", "fp32"),
+                                              ("reinforce", "bf16")])
+def test_same_seed_same_weights(data_root, tmp_path, agent, precision):
     from hardattn.agents.run import train
 
-    train(tiny(tmp_path / "a", agent=agent))
-    train(tiny(tmp_path / "b", agent=agent))
+    train(tiny(tmp_path / "a", agent=agent, precision=precision))
+    train(tiny(tmp_path / "b", agent=agent, precision=precision))
     assert_same_weights(final_weights(tmp_path / "a" / "run"),
                         final_weights(tmp_path / "b" / "run"))
     train(tiny(tmp_path / "c", agent=agent, seed=1))
@@ -203,6 +230,8 @@ def test_nonfinite_loss_is_not_applied(tmp_path):
     (dict(env="Nope-v0"), "hardattn/GlimpseMNIST-v0"),
     (dict(eval_size=150), "eval-size"),
     (dict(entropy_coef=0.1), "entropy-coef"),
+    (dict(agent="soft-glimpse", precision="bf16"), "--precision=bf16 is for --agent reinforce"),
+    (dict(precision="fp16"), "--precision='fp16' is not one of"),
 ])
 def test_invalid_configs_fail_before_training(tmp_path, kw, field):
     from hardattn.agents.run import registered_ids
@@ -241,6 +270,17 @@ def test_short_run_learns_mnist28_and_writes_its_outputs(data_root, tmp_path):
     ev = json.loads((run / "eval_test.json").read_text())
     assert abs(ev["error_pct"] - report["test_error_pct"]) < 1e-9, out
     assert (run / "eval_test_glimpses.png").stat().st_size > 1000
+
+
+def test_bf16_short_run_learns_mnist28(data_root, tmp_path):
+    from hardattn.agents.run import train
+
+    cfg = tiny(tmp_path, total_images=64 * 100, batch_size=64, eval_every=50, eval_size=1000,
+               test_size=1000, eval_batch=500, core_hidden=256, glimpse_hidden=256,
+               what_hidden=128, where_hidden=128, precision="bf16")
+    report = train(cfg)
+    assert report["val_error_pct"] < 75.0  # chance is 90% error; fp32 gets the same bound
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "bf16"
 
 
 def test_from_run_reproduces_a_run_from_its_folder(data_root, tmp_path):

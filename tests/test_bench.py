@@ -69,6 +69,20 @@ def test_naive_network_is_the_same_function_written_with_separate_linears(data_r
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
 
 
+def test_bf16_roofline_multiplies_bfloat16_matrices(data_root):
+    cfg = train_config("mnist28", 8, "cpu", precision="bf16")
+    roof = Roofline(cfg, torch.device("cpu"), EndToEnd(cfg, torch.device("cpu")))
+    assert {t.dtype for op in roof.ops for t in op if t is not None} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("precisions, named", [("fp16", "'fp16'"), (",", "empty")])
+def test_bad_precisions_fail_before_any_timing(tmp_path, precisions, named):
+    with pytest.raises(ValueError, match=named):
+        bench(BenchConfig(presets="mnist28", device="cpu", precisions=precisions,
+                          out=str(tmp_path)))
+    assert not any(tmp_path.iterdir())
+
+
 def test_roofline_covers_every_linear_of_the_model(data_root):
     cfg = train_config("mnist28", 8, "cpu")
     e2e = EndToEnd(cfg, torch.device("cpu"))
@@ -83,17 +97,23 @@ def test_roofline_covers_every_linear_of_the_model(data_root):
 
 def test_bench_writes_the_results_file(data_root, tmp_path):
     path = bench(BenchConfig(presets="mnist28", batch_size=16, repeats=2, updates=1,
-                             device="cpu", threads=2, profile=True, out=str(tmp_path)))
+                             device="cpu", threads=2, profile=True, out=str(tmp_path),
+                             precisions="fp32,bf16"))
     assert path.name == "speed_cpu.json"
     blob = json.loads(path.read_text())
     rows = blob["results"]
-    ips = {r["labels"]["impl"]: r for r in rows if r["metric"] == "images_per_s"}
-    assert set(ips) == set(IMPLS)
+    ips = {(r["labels"]["impl"], r["labels"]["precision"]): r for r in rows
+           if r["metric"] == "images_per_s"}
+    assert set(ips) == {(i, "fp32") for i in IMPLS} | {(i, "bf16") for i in IMPLS[:3]}
     assert all(r["value"] > 0 and len(r["per_repeat"]) == 2 for r in ips.values())
-    ratios = {r["labels"]["of"]: r for r in rows if r["metric"] == "ratio"}
-    assert set(ratios) == {"roofline", "floor", "naive"}
-    for of, r in ratios.items():  # per-repeat ratios of the same repeat
-        want = [a / b for a, b in zip(ips["hardattn"]["per_repeat"], ips[of]["per_repeat"])]
+    assert ips[("hardattn", "bf16")]["config"]["precision"] == "bf16"
+    ratios = {(r["labels"]["of"], r["labels"]["precision"]): r for r in rows
+              if r["metric"] == "ratio"}
+    assert set(ratios) == {(of, p) for of in ("roofline", "floor", "naive")
+                           for p in ("fp32", "bf16")}
+    for (of, prec), r in ratios.items():  # per-repeat ratios of the same repeat
+        ref = ips[(of, "fp32" if of == "naive" else prec)]  # one naive script, in fp32
+        want = [a / b for a, b in zip(ips[("hardattn", prec)]["per_repeat"], ref["per_repeat"])]
         assert r["per_repeat"] == want
     assert any(r["metric"] == "peak_mem_mib" for r in rows)
     shares = [r["value"] for r in rows if r["metric"] == "time_share_pct"]
