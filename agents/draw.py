@@ -13,6 +13,10 @@ filters (``--draw-grid``, default the env's patch)::
     F[i, a] = exp(-(a + 1/2 - mu_i)^2 / (2 sigma^2)) / Z_i   (a: pixel index, rows sum to 1)
     read = gamma * F_Y  x  F_X^T                              (N x N)
 
+The read head sees the core state detached unless ``--location-grad core`` (full backprop,
+as in the DRAW paper): on cluttered60 that path's gradient norm reached 1e6 under a clip of 5
+and the class loss stalled (see ``soft_glimpse.py``).
+
 The read goes through RAM's GlimpseNetwork (as a one-scale ``N x N`` patch, with ``(gx~, gy~)``
 as its location) and the same Core; the classifier reads the last state. The first read comes
 from the zero state, i.e. from the head's bias, initialised to a grid over the whole canvas
@@ -100,8 +104,10 @@ class DrawClassifier(nn.Module):
 
     uses_first = False
 
-    def __init__(self, spec: RAMSpec, task: GlimpseConfig, grid: int) -> None:
+    def __init__(self, spec: RAMSpec, task: GlimpseConfig, grid: int,
+                 location_grad: str = "head") -> None:
         super().__init__()
+        self.location_grad = location_grad  # "head": the read head sees h detached
         canvas = task.spec
         self.spec = spec.validate()  # scales=1, patch=N: the read is one N x N patch
         self.read = DrawRead(spec.core_hidden, grid, canvas.height, canvas.width)
@@ -117,7 +123,9 @@ class DrawClassifier(nn.Module):
         h = Core.output(state)
         locs, step_logits, stats, maps = [], [], [], []
         for _ in range(T):
-            p = self.read.params(h)  # from the previous state (zero at the first read)
+            # from the previous state (zero at the first read); detached unless
+            # --location-grad core (see soft_glimpse.py: that gradient path explodes)
+            p = self.read.params(h if self.location_grad == "core" else h.detach())
             patch = self.read(images, p)  # (B, N, N)
             state = self.core(self.glimpse_net(patch[:, None, None], p["loc"]), state)
             h = Core.output(state)
@@ -159,7 +167,7 @@ def make_model(cfg: TrainConfig, task: GlimpseConfig) -> DrawClassifier:
     spec = RAMSpec(scales=1, patch=grid, what_hidden=cfg.what_hidden,
                    where_hidden=cfg.where_hidden, glimpse_hidden=cfg.glimpse_hidden,
                    core_hidden=cfg.core_hidden, core=cfg.core)
-    return DrawClassifier(spec, task, grid)
+    return DrawClassifier(spec, task, grid, cfg.location_grad)
 
 
 def train(cfg: TrainConfig) -> dict:

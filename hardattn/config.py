@@ -21,6 +21,7 @@ HARD_READERS = ("hard-read", "hard-read-ac")  # the memory agents trained by REI
 READ_SCORES = ("dot", "scaled", "general", "additive", "concat")
 # Agents trained end to end by backprop on canvases (no env, no REINFORCE).
 SOFT_AGENTS = ("soft-glimpse", "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp")
+LOCATION_AGENTS = ("soft-glimpse", "reparam-glimpse", "draw")  # a location learned by backprop
 SCORES = ("dot", "scaled", "general", "additive")
 BASELINES = ("none", "ema", "learned", "loo", "optimal")
 IMAGES_PER_EPOCH = 50_000  # the training split
@@ -144,6 +145,12 @@ class TrainConfig:
     score: Literal["dot", "scaled", "general", "additive"] = "additive"
     """soft-cnn's attention score: dot h.k, scaled dot h.k/sqrt(d), general (bilinear) h W k,
     or additive (Bahdanau) v.tanh(W h + U k)."""
+    location_grad: Literal["head", "core"] = "head"
+    """soft-glimpse, reparam-glimpse, draw: how far the class loss's gradient through the
+    glimpse location goes. head: into the location (draw: read) head, which reads the core
+    state detached, as RAM's does. core: on into the core state and through every later step
+    (full backprop, as in spatial transformers and DRAW); on cluttered60 its gradient norm
+    reached 1e3-1e6 and training stalled near chance."""
     attention_dim: int | None = None
     """soft-cnn, additive score: width a of the projections W h and U k (Bahdanau's attention
     size); None = --core-hidden. A smaller a cuts the per-step (B, positions, a) work."""
@@ -299,6 +306,12 @@ class TrainConfig:
         need(self.test_size % min(self.eval_batch, self.test_size) == 0,
              f"--test-size={self.test_size} must be a multiple of --eval-batch={self.eval_batch}")
         need(self.score in SCORES, f"--score={self.score!r} is not one of {SCORES}")
+        need(self.location_grad in ("head", "core"),
+             f"--location-grad={self.location_grad!r} is not one of ('head', 'core')")
+        need(self.location_grad == "head" or self.agent in LOCATION_AGENTS,
+             f"--location-grad={self.location_grad} is for --agent "
+             f"{', '.join(LOCATION_AGENTS)}; --agent {self.agent} has no differentiable "
+             f"location (leave it at 'head')")
         need(self.precision in ("fp32", "bf16"),
              f"--precision={self.precision!r} is not one of ('fp32', 'bf16')")
         need(self.precision == "fp32" or self.agent in ("reinforce", "actor-critic"),
