@@ -20,7 +20,7 @@ import torch.nn as nn
 from hardattn.config import TrainConfig
 from hardattn.envs.glimpse_task import GlimpseConfig
 
-from .ram_common import lr_at, safe_step
+from .ram_common import lr_at, make_optimizer, safe_step
 from .run import Run
 from .soft_common import CanvasStream, SoftOutput, SoftTrainer, classification_losses, task_config
 
@@ -83,7 +83,7 @@ def train(cfg: TrainConfig) -> dict:
         torch.manual_seed(cfg.seed)  # initial weights
         model = make_model(cfg, task).to(dev)
         run.init_weights(model)  # --init-from (fine-tuning, curricula)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer = make_optimizer(model, cfg)
         canvases = CanvasStream(task, dev, cfg.seed)  # fresh training canvases
         noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # unused: no sampling
         trainer = SoftTrainer(run, task, model, optimizer, canvases, noise)

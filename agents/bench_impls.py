@@ -20,7 +20,15 @@ import torch.nn.functional as F
 from hardattn import estimators as est
 from hardattn.config import TrainConfig
 
-from .ram_common import lr_at, make_env, make_model, rollout, safe_step, std_at
+from .ram_common import (
+    lr_at,
+    make_env,
+    make_model,
+    make_optimizer,
+    rollout,
+    safe_step,
+    std_at,
+)
 from .reinforce import loss_terms
 
 
@@ -38,7 +46,7 @@ class EndToEnd:
         self.cfg, self.dev = cfg, dev
         self.env = make_env(cfg, dev, cfg.batch_size)
         self.model = make_model(cfg, self.env).to(dev)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.opt = make_optimizer(self.model, cfg)
         self.baselines = {"ema": est.EMABaseline(cfg.ema_decay),
                           "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
         self.noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
@@ -69,7 +77,7 @@ class Floor:
         self.cfg, self.dev = cfg, dev
         torch.manual_seed(cfg.seed)
         self.model = make_model(cfg, e2e.env).to(dev)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.opt = make_optimizer(self.model, cfg)
         env, T, B = e2e.env, e2e.env.cfg.n_glimpses, cfg.batch_size
         obs, _ = env.reset(seed=cfg.seed + 5)
         g, locs = [], []

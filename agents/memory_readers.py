@@ -66,6 +66,7 @@ from .memory_common import (
     positions,
 )
 from .memory_rollout import MemoryRollout, rollout
+from .ram_common import make_optimizer
 from .run import Run
 
 MODES = {"hard-read": "hard", "hard-read-ac": "hard", "soft-read": "soft", "memoryless": "none",
@@ -275,7 +276,7 @@ def train(cfg: TrainConfig) -> dict:
         env = make_env(cfg, dev, cfg.batch_size)
         model = make_model(cfg, env).to(dev)
         run.init_weights(model)  # --init-from (fine-tuning, curricula)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer = make_optimizer(model, cfg)
         baselines = {"ema": est.EMABaseline(cfg.ema_decay),
                      "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
         noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # address sampling

@@ -13,7 +13,16 @@ from hardattn.config import TrainConfig
 from hardattn.losses import hybrid_loss
 
 from . import distributed
-from .ram_common import Rollout, lr_at, make_env, make_model, rollout, safe_step, std_at
+from .ram_common import (
+    Rollout,
+    lr_at,
+    make_env,
+    make_model,
+    make_optimizer,
+    rollout,
+    safe_step,
+    std_at,
+)
 from .run import Run
 from .training import Trainer
 
@@ -72,7 +81,7 @@ def train(cfg: TrainConfig) -> dict:
         run.init_weights(model)  # --init-from (fine-tuning, curricula)
         distributed.broadcast_model(model)  # data-parallel (torchrun): same start everywhere
         distributed.average_gradients(model)  # ... and gradients averaged in backward
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer = make_optimizer(model, cfg)
         baselines = {"ema": est.EMABaseline(cfg.ema_decay),
                      "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
         seed = distributed.rank_seed(cfg.seed)  # cfg.seed on rank 0 / in one process

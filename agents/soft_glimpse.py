@@ -39,7 +39,7 @@ from hardattn.config import TrainConfig
 from hardattn.envs.glimpse_task import GlimpseConfig
 from hardattn.networks import Core, GlimpseNetwork, LocationHead, RAMSpec
 
-from .ram_common import lr_at, safe_step, std_at
+from .ram_common import lr_at, make_optimizer, safe_step, std_at
 from .run import Run
 from .soft_common import (
     CanvasStream,
@@ -134,7 +134,7 @@ def train(cfg: TrainConfig) -> dict:
         torch.manual_seed(cfg.seed)  # initial weights
         model = make_model(cfg, task).to(dev)
         run.init_weights(model)  # --init-from (fine-tuning, curricula)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer = make_optimizer(model, cfg)
         canvases = CanvasStream(task, dev, cfg.seed)  # fresh training canvases
         noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # 1st glimpse, noise
         trainer = SoftTrainer(run, task, model, optimizer, canvases, noise)
