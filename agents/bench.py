@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from hardattn.benchmarking import result, write_results
+from hardattn.benchmarking import process_commit, result, write_results
 from hardattn.config import TrainConfig
 
 from .bench_impls import EndToEnd, Floor, Naive, Roofline, sync_device
@@ -246,6 +246,7 @@ def bench(bc: BenchConfig) -> Path:
 
     dev = resolve_device(bc.device)
     precision_list(bc)  # bad flags fail before any timing
+    process_commit()  # the code being timed (the file is written at the end)
     for variant in bc.time_to_accuracy_variants:
         train_config("mnist28", bc.batch_size, str(dev), **variant_overrides(variant)).validate()
     torch.set_num_threads(bc.threads or len(os.sched_getaffinity(0)))

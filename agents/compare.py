@@ -61,7 +61,7 @@ from typing import Literal
 import torch
 
 from hardattn import checkpoint as ckpt
-from hardattn.benchmarking import check_run_settings
+from hardattn.benchmarking import check_run_settings, process_commit
 from hardattn.config import SOFT_AGENTS, TrainConfig
 
 from . import soft_common as sc
@@ -268,6 +268,7 @@ def compare(cfg: CompareConfig) -> dict:
     ``{"out", "results_dir", "rows", "trained", "wall_s"}``."""
     from .run import registered_ids, resolve_device
 
+    process_commit()  # the code of every run this process trains, whatever lands meanwhile
     cfg.validate()
     agents = cfg.agent_list()
     registered = registered_ids(agents[0])  # the memory or the glimpse env ids
@@ -332,7 +333,7 @@ def benchmark(preset: str, budget_images: int, argv: list[str] | None = None) ->
     import argparse
     import sys
 
-    from hardattn.benchmarking import RESULTS_DIR, result, write_results
+    from hardattn.benchmarking import RESULTS_DIR, result, run_commit, write_results
 
     p = argparse.ArgumentParser(description=f"hard vs. soft vs. full-image agents on {preset}")
     p.add_argument("--agents", default=",".join(COMPARABLE), help="comma-separated agents")
@@ -373,7 +374,8 @@ def benchmark(preset: str, budget_images: int, argv: list[str] | None = None) ->
         device = reports[0]["device"]
         labels = {"agent": agent, "preset": preset, "glimpses": row["glimpses"] or None,
                   "budget_images": cfg.budget_images}
-        config = cfg.train_config(agent, 0).to_dict()
+        config = {**cfg.train_config(agent, 0).to_dict(),
+                  "trained_at_commits": [run_commit(d) for d in summary["runs"][agent]]}
         rows += [
             result("test_error_pct", [r["test_error_pct"] for r in reports], "%", False, labels,
                    config),

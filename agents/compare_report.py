@@ -17,6 +17,7 @@ from torch import nn
 
 from hardattn import checkpoint as ckpt
 from hardattn import sensors
+from hardattn.benchmarking import run_commit
 from hardattn.config import SOFT_AGENTS, TrainConfig
 from hardattn.envs.glimpse_task import GlimpseConfig
 
@@ -168,6 +169,13 @@ def write_csv(rows: list[dict], columns: tuple[str, ...], path: Path) -> None:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
+def _commits(cfg: CompareConfig, agent: str) -> str:
+    """The short commits agent's runs were trained at, in seed order, repeats merged."""
+    shas = [(run_commit(cfg.out_dir() / f"{agent}__seed{s}") or "unknown")[:8]
+            for s in range(cfg.seeds)]
+    return ", ".join(dict.fromkeys(shas))
+
+
 def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: str) -> None:
     write_csv(rows, CSV_COLUMNS, results / "results.csv")
     lines = [
@@ -177,7 +185,9 @@ def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: st
         f"Test error: "
         f"the validation-selected model of each run ({cfg.eval_size:,} fixed validation "
         f"canvases), scored once on {cfg.test_size:,} fixed test canvases, deterministic; mean "
-        f"+- std over seeds (population std).", "",
+        f"+- std over seeds (population std)." + (
+            " Overrides: " + ", ".join(f"`{o}`" for o in cfg.overrides) + "."
+            if cfg.overrides else ""), "",
         "| agent | test error % | per seed | val error % | glimpses | pixels read / image "
         "| MACs / image | params | wall time | images/s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -195,7 +205,10 @@ def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: st
         "- *MACs / image*: one inference pass on one canvas: layers (hooks) plus sensor, "
         "filterbank and attention products (see `hardattn.agents.compare`).",
         "- *wall time*: all training sessions of a run (validation included); images/s = "
-        "training canvases / wall time.", "",
+        "training canvases / wall time.",
+        "- *trained at*: the commit recorded in each run's `meta.json` (finished runs are "
+        "reused, so runs can be older than these results): "
+        + "; ".join(f"{r['agent']} {_commits(cfg, r['agent'])}" for r in rows) + ".", "",
         "![learning curves](learning_curves.png)", "",
         "![error vs glimpses](error_vs_glimpses.png)", "",
         "Error vs. glimpses: the trained models read out after every step of one pass on the "

@@ -21,7 +21,7 @@ import torch
 
 import hardattn
 from hardattn import checkpoint as ckpt
-from hardattn.benchmarking import device_description, git_commit
+from hardattn.benchmarking import device_description, process_commit
 from hardattn.config import MEMORY_AGENTS, TrainConfig
 from hardattn.logger import Logger, config_markdown, run_name
 
@@ -183,7 +183,7 @@ class Run:
         meta = {
             "hardattn": hardattn.__version__, "torch": torch.__version__,
             "gymnasium": gym.__version__, "python": platform.python_version(),
-            "git_commit": git_commit(), "device": device_description(resolve_device(
+            "git_commit": process_commit(), "device": device_description(resolve_device(
                 self.cfg.device)), "seed": self.cfg.seed, "command": " ".join(sys.argv),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from hardattn.benchmarking import check_run_settings, result, write_results
+from hardattn.benchmarking import check_run_settings, result, run_commit, write_results
 from hardattn.config import TrainConfig
 from hardattn.envs.glimpse_task import PRESET_DEFAULTS
 
@@ -106,12 +106,6 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
     del t0
     return write_results(f"ram_{preset}", rows, train_wall, dev,
                          command="python " + " ".join(sys.argv), out_dir=args.out)
-
-
-def run_commit(run_dir: Path) -> str | None:
-    """The git commit a run folder was trained at (its ``meta.json``), if recorded."""
-    meta = run_dir / "meta.json"
-    return json.loads(meta.read_text()).get("git_commit") if meta.exists() else None
 
 
 def scales_label(preset: str, scales: int | None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -35,6 +36,17 @@ def git_commit() -> str:
         return sha + ("-dirty" if dirty else "")
     except Exception:
         return "unknown"
+
+
+@functools.cache
+def process_commit() -> str:
+    """``git_commit()`` at this process's first call: the code the process loaded.
+
+    Training and benchmarks record this, not HEAD at the time of writing: a long process
+    (``compare``, ``bench``) keeps running the code it started with while commits land. The
+    CLI, ``bench``, ``compare`` and every ``Run`` call it before any work.
+    """
+    return git_commit()
 
 
 def cpu_model() -> str:
@@ -84,7 +96,7 @@ def write_results(name: str, results: list[dict[str, Any]], wall_s: float,
     out.mkdir(parents=True, exist_ok=True)
     blob = {
         "benchmark": name,
-        "commit": git_commit(),
+        "commit": process_commit(),
         "date": _dt.date.today().isoformat(),
         "device": device_description(device),
         "command": command or " ".join(["python"] + sys.argv),
@@ -100,6 +112,15 @@ def write_results(name: str, results: list[dict[str, Any]], wall_s: float,
 
 # Fields that may differ when a run folder is reused: they do not change what is trained.
 FREE_FIELDS = frozenset({"progress", "resume", "run_dir", "threads", "device", "from_run"})
+
+
+def run_commit(run_dir: Path | str) -> str | None:
+    """The git commit a run folder was trained at (its ``meta.json``), if recorded.
+
+    Benchmarks reuse and resume runs, so a run can be older than the results file's commit.
+    """
+    meta = Path(run_dir) / "meta.json"
+    return json.loads(meta.read_text()).get("git_commit") if meta.exists() else None
 
 
 def check_run_settings(run_dir: Path | str, want: dict[str, Any],

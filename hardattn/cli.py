@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         return
     name, rest = _resolve(argv)
+    from hardattn.benchmarking import process_commit
+
+    process_commit()  # the code this process runs, before anything can commit over it
     module_name, cfg_name, fn_name, doc = COMMANDS[name]
     module = importlib.import_module(module_name)
     cfg_cls = getattr(module, cfg_name)

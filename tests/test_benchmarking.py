@@ -40,3 +40,16 @@ def test_a_field_added_after_the_run_counts_as_its_default(tmp_path):
     check_run_settings(d, TrainConfig().to_dict())
     with pytest.raises(ValueError, match=r"time_code='absolute' \(asked: 'none'\)"):
         check_run_settings(d, TrainConfig(time_code="none").to_dict())
+
+
+def test_process_commit_is_the_commit_at_the_first_call(monkeypatch):
+    from hardattn import benchmarking
+
+    shas = iter(["aaa", "bbb"])
+    monkeypatch.setattr(benchmarking, "git_commit", lambda: next(shas))
+    benchmarking.process_commit.cache_clear()
+    try:
+        assert benchmarking.process_commit() == "aaa"
+        assert benchmarking.process_commit() == "aaa"  # a later commit does not change it
+    finally:
+        benchmarking.process_commit.cache_clear()

@@ -55,6 +55,11 @@ def test_compare_writes_every_output_and_a_second_call_trains_nothing(data_root,
         assert float(r["wall_s_mean"]) > 0 and float(r["images_per_s_mean"]) > 0
     md = (out / "results.md").read_text()
     assert "| reinforce |" in md and "| soft-glimpse |" in md and "attention.png" in md
+    assert "Overrides: `core_hidden=32`, `glimpse_hidden=32`" in md  # what the runs changed
+    from hardattn.benchmarking import run_commit
+
+    sha = (run_commit(out / "reinforce__seed0") or "unknown")[:8]
+    assert f"reinforce {sha};" in md  # one commit for both seeds: listed once
     # One TensorBoard folder: every run is a subfolder of --out with its own events.
     for agent in ("reinforce", "soft-glimpse"):
         for seed in (0, 1):
