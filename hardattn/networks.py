@@ -21,6 +21,7 @@ head, and the baseline regression trains only the baseline head (tested as gradi
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -172,8 +173,11 @@ class RAM(nn.Module):
         return self.core.initial_state(batch, device)
 
     def _autocast(self, x: torch.Tensor):
-        return torch.autocast(x.device.type, dtype=self.compute_dtype or torch.bfloat16,
-                              enabled=self.compute_dtype is not None)
+        # fp32: no context at all. A disabled autocast would switch off one the caller set,
+        # and costs four context switches per glimpse step.
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=self.compute_dtype)
 
     def step(self, patches: torch.Tensor, loc: torch.Tensor, state):
         """One glimpse: returns the new core state and its output ``h`` (B, core_hidden)."""

@@ -95,6 +95,18 @@ def test_bf16_rolls_out_in_float32_with_log_probs_of_the_actions_taken(data_root
     assert torch.allclose(ro.logits, ro32.logits, atol=0.1)
 
 
+def test_an_fp32_model_leaves_the_callers_autocast_alone(data_root, tmp_path):
+    from hardattn.agents.ram_common import make_env, make_model
+
+    cfg = tiny(tmp_path).validate()
+    env = make_env(cfg, torch.device("cpu"), 4)
+    obs, _ = env.reset(seed=0)
+    model = make_model(cfg, env)  # precision fp32: no autocast of its own
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the caller's choice stands
+        _, h = model.step(obs["glimpse"], obs["loc"], model.initial_state(4, torch.device("cpu")))
+    assert h.dtype == torch.bfloat16
+
+
 # ---------------------------------------------------------------- unbiased REINFORCE
 
 
