@@ -20,6 +20,7 @@ import gymnasium as gym
 import torch
 
 import hardattn
+from hardattn import benchmarking
 from hardattn import checkpoint as ckpt
 from hardattn.benchmarking import device_description, process_commit
 from hardattn.config import MEMORY_AGENTS, TrainConfig
@@ -147,6 +148,11 @@ class Run:
         self._init = _init_weights(cfg.init_from) if cfg.init_from and self.state is None \
             else None
         self.device = resolve_device(cfg.device)
+        if cfg.precision == "bf16" and self.device.type == "cpu" and \
+                benchmarking.cpu_has_bf16_matmul() is False:
+            print("hardattn: warning: --precision bf16 on a CPU without AVX512-BF16 or AMX: "
+                  "its bfloat16 matrix multiplies are emulated and likely slower than fp32; "
+                  "use --precision fp32 (or time both: hardattn bench --precisions fp32,bf16)")
         # torchrun: join the process group; rank 0 alone writes the run folder.
         distributed.setup(self.device)
         self.device = distributed.local_device(self.device)

@@ -49,6 +49,16 @@ def process_commit() -> str:
     return git_commit()
 
 
+def cpu_has_bf16_matmul() -> bool | None:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX-BF16);
+    None where ``/proc/cpuinfo`` cannot tell (not Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

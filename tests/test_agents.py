@@ -107,6 +107,19 @@ def test_an_fp32_model_leaves_the_callers_autocast_alone(data_root, tmp_path):
     assert h.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("has_bf16, warned", [(False, True), (True, False), (None, False)])
+def test_bf16_on_a_cpu_without_bf16_units_warns_naming_the_fix(data_root, tmp_path, capsys,
+                                                               monkeypatch, has_bf16, warned):
+    from hardattn import benchmarking
+    from hardattn.agents.run import Run
+
+    monkeypatch.setattr(benchmarking, "cpu_has_bf16_matmul", lambda: has_bf16)
+    with Run(tiny(tmp_path, precision="bf16")):
+        pass
+    out = capsys.readouterr().out
+    assert ("use --precision fp32" in out) == warned
+
+
 # ---------------------------------------------------------------- unbiased REINFORCE
 
 
