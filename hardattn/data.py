@@ -1,8 +1,8 @@
-"""MNIST, its splits, and batched canvas generators (the deepmind/mnist-cluttered protocol).
+"""Batched canvas generators (the deepmind/mnist-cluttered protocol) and the fixed eval sets.
 
-Data flow: ``load_mnist`` reads the official idx files (``read_idx``) once per process
-and cuts a split out of them; ``CanvasGenerator`` places digits (and distractor
-crops) on canvases in torch, batched, on any device, from a caller-seeded ``torch.Generator``;
+Data flow: ``hardattn.mnist.load_mnist`` reads a split of the official digits (re-exported
+here); ``CanvasGenerator`` places digits (and distractor crops) on canvases in torch,
+batched, on any device, from a caller-seeded ``torch.Generator``;
 ``fixed_set`` builds the validation/test canvases once from a fixed seed and caches them.
 
 Canvases are built in the integer domain (pixel values 0..255 as float, summed, clipped at 255)
@@ -12,10 +12,8 @@ are stored as ``uint8`` without loss and the same seed gives bit-identical canva
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,160 +21,23 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-DATA_ENV = "HARDATTN_DATA"
-CACHE_ENV = "HARDATTN_CACHE"
-SPLITS = ("train", "val", "test")
-VAL_SIZE = 10_000
-SPLIT_SIZES = {"train": 50_000, "val": 10_000, "test": 10_000}
-DIGIT_SIZE = 28
-GENERATOR_VERSION = 1  # bump when CanvasGenerator.sample draws differently
-RAW_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
+# Re-exported: ``hardattn.data`` stays the one place users import the data from.
+from .mnist import (  # noqa: F401
+    DATA_ENV,
+    DIGIT_SIZE,
+    RAW_FILES,
+    SPLITS,
+    VAL_SIZE,
+    IdxFormatError,
+    MNISTNotFoundError,
+    load_mnist,
+    read_idx,
+    resolve_root,
 )
 
-
-class MNISTNotFoundError(FileNotFoundError):
-    """MNIST is neither on disk nor downloadable; the message says where we looked and the fix."""
-
-
-def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root`` if given, else ``$HARDATTN_DATA``, else ``./data``.
-
-    Raises:
-        ValueError: the root exists but is a file.
-    """
-    chosen = root if root is not None else (os.environ.get(DATA_ENV) or "./data")
-    path = Path(chosen).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ValueError(
-            f"data root {str(path)!r} is a file, not a folder; pass a folder that holds (or may "
-            f"receive) MNIST/raw/, e.g. set {DATA_ENV}=/path/to/data"
-        )
-    return path
-
-
-def _missing_message(root: Path, reason: str) -> str:
-    return (
-        f"MNIST not found under {str(root / 'MNIST' / 'raw')!r} ({reason}). Fix: set "
-        f"{DATA_ENV} to a folder that holds MNIST/raw/ with the four official files "
-        f"({', '.join(RAW_FILES)}), or place those files in {str(root / 'MNIST' / 'raw')!r}."
-    )
-
-
-class IdxFormatError(ValueError):
-    """An idx file that does not parse; the message names the file and what is wrong."""
-
-
-# idx type byte -> torch dtype and bytes per element; MNIST only uses 0x08 (unsigned byte).
-_IDX_TYPES = {0x08: (torch.uint8, 1)}
-
-
-def read_idx(path: str | os.PathLike) -> torch.Tensor:
-    """One idx file (the official MNIST format) as a tensor, checked against its own header.
-
-    The format is a 4-byte magic ``00 00 <type> <ndim>``, then ``ndim`` big-endian int32 sizes,
-    then the data. Read by hand rather than through torchvision: it is twenty lines, it costs
-    no torchvision import, and it works with the CPU-only torch build, under which
-    torchvision's CUDA wheels do not import.
-
-    Raises:
-        IdxFormatError: bad magic, unsupported type, or a body whose length the header
-            does not predict.
-    """
-    raw = Path(path).read_bytes()
-    name = Path(path).name
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise IdxFormatError(f"{name}: not an idx file (its first bytes are {raw[:4]!r})")
-    kind, ndim = raw[2], raw[3]
-    if kind not in _IDX_TYPES:
-        raise IdxFormatError(f"{name}: idx element type 0x{kind:02x} is not unsigned bytes (0x08)")
-    body_start = 4 + 4 * ndim
-    if len(raw) < body_start:
-        raise IdxFormatError(f"{name}: {len(raw)} bytes, too short for a {ndim}-d idx header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype, width = _IDX_TYPES[kind]
-    expected = body_start + width * math.prod(shape)
-    if len(raw) != expected:
-        raise IdxFormatError(
-            f"{name}: header says shape {shape} ({expected} bytes) but the file has {len(raw)} "
-            f"bytes (truncated or damaged)"
-        )
-    # bytearray: torch.frombuffer wants a writable buffer; clone() detaches from it.
-    return torch.frombuffer(bytearray(raw[body_start:]), dtype=dtype).reshape(shape).clone()
-
-
-def _download(root: Path) -> None:
-    """Fetch the four raw files into ``root/MNIST/raw`` with torchvision's MNIST downloader."""
-    try:
-        import torchvision  # deferred: only a download needs it, and it costs about a second
-    except Exception as exc:  # ImportError, or a torchvision built for another torch
-        raise MNISTNotFoundError(
-            _missing_message(root, f"download impossible, torchvision does not import: {exc}")
-        ) from exc
-    try:
-        torchvision.datasets.MNIST(root=str(root), train=True, download=True)
-        torchvision.datasets.MNIST(root=str(root), train=False, download=True)
-    except Exception as exc:  # URLError, checksum mismatch, no space left...
-        raise MNISTNotFoundError(_missing_message(root, f"download failed: {exc}")) from exc
-
-
-@functools.lru_cache(maxsize=4)
-def _load_official(root_str: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    root = Path(root_str)
-    raw = root / "MNIST" / "raw"
-    present = all((raw / f).exists() for f in RAW_FILES)
-    if not present:
-        if not download:
-            raise MNISTNotFoundError(_missing_message(root, "downloads disabled"))
-        _download(root)
-    prefix = "train" if train else "t10k"
-    try:
-        images = read_idx(raw / f"{prefix}-images-idx3-ubyte")
-        labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte")
-    except (OSError, IdxFormatError) as exc:
-        raise MNISTNotFoundError(_missing_message(root, f"files unreadable: {exc}")) from exc
-    expected = 60_000 if train else 10_000
-    if images.shape != (expected, DIGIT_SIZE, DIGIT_SIZE) or labels.shape != (expected,):
-        raise MNISTNotFoundError(
-            _missing_message(
-                root,
-                f"{prefix} files hold images {tuple(images.shape)} and "
-                f"labels {tuple(labels.shape)}, expected ({expected}, 28, 28) and ({expected},): "
-                f"the files are truncated or not the official ones",
-            )
-        )
-    return images.contiguous(), labels.long().contiguous()
-
-
-def load_mnist(
-    split: str, root: str | os.PathLike | None = None, download: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Digits of one split as ``uint8 (N, 28, 28)`` and labels ``int64 (N,)``, on CPU.
-
-    ``train`` is the official training set minus its last 10,000 images, ``val`` those last
-    10,000, ``test`` the official test set. Model selection must only ever read ``val``.
-
-    Args:
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        root: data root (see ``resolve_root``).
-        download: try torchvision's download when the files are absent.
-
-    Raises:
-        ValueError: unknown split.
-        MNISTNotFoundError: files absent and not downloadable, or unreadable.
-    """
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not one of {SPLITS}")
-    path = resolve_root(root)
-    images, labels = _load_official(str(path.resolve()), split != "test", download)
-    if split == "train":
-        return images[:-VAL_SIZE], labels[:-VAL_SIZE]
-    if split == "val":
-        return images[-VAL_SIZE:], labels[-VAL_SIZE:]
-    return images, labels
+CACHE_ENV = "HARDATTN_CACHE"
+SPLIT_SIZES = {"train": 50_000, "val": 10_000, "test": 10_000}
+GENERATOR_VERSION = 1  # bump when CanvasGenerator.sample draws differently
 
 
 # ----------------------------------------------------------------------------- canvases
