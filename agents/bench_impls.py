@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from hardattn import estimators as est
+from hardattn import baselines as bl
 from hardattn.config import TrainConfig
 
 from .ram_common import (
@@ -47,8 +47,8 @@ class EndToEnd:
         self.env = make_env(cfg, dev, cfg.batch_size)
         self.model = make_model(cfg, self.env).to(dev)
         self.opt = make_optimizer(self.model, cfg)
-        self.baselines = {"ema": est.EMABaseline(cfg.ema_decay),
-                          "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
+        self.baselines = {"ema": bl.EMABaseline(cfg.ema_decay),
+                          "optimal": bl.RunningOptimalBaseline(cfg.ema_decay)}
         self.noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
         self.env.reset(seed=cfg.seed)
         self.update = 0

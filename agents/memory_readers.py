@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hardattn import baselines as bl
 from hardattn import estimators as est
 from hardattn.config import TrainConfig
 from hardattn.losses import hybrid_loss
@@ -181,7 +182,7 @@ def advantages(cfg: TrainConfig, ro: MemoryRollout, baselines: dict):
         else:  # leave-one-out over the S reads paths of each episode (consecutive rows)
             S = cfg.samples_per_image
             grouped = returns.view(L, B // S, S).permute(2, 0, 1).reshape(S, L * B // S)
-            base = est.leave_one_out_baseline(grouped)
+            base = bl.leave_one_out_baseline(grouped)
             base = base.view(S, L, B // S).permute(1, 2, 0).reshape(L, B)
         adv = returns - base
     if cfg.normalize_advantages:
@@ -277,8 +278,8 @@ def train(cfg: TrainConfig) -> dict:
         model = make_model(cfg, env).to(dev)
         run.init_weights(model)  # --init-from (fine-tuning, curricula)
         optimizer = make_optimizer(model, cfg)
-        baselines = {"ema": est.EMABaseline(cfg.ema_decay),
-                     "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
+        baselines = {"ema": bl.EMABaseline(cfg.ema_decay),
+                     "optimal": bl.RunningOptimalBaseline(cfg.ema_decay)}
         noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)  # address sampling
         env.reset(seed=cfg.seed)
         grad_stats = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from hardattn import baselines as bl
 from hardattn import estimators as est
 from hardattn.config import TrainConfig
 from hardattn.losses import hybrid_loss
@@ -47,13 +48,13 @@ def advantages(cfg: TrainConfig, ro: Rollout, baselines: dict) -> tuple[torch.Te
         base = baselines["ema"].value().to(returns).expand_as(returns)
         baselines["ema"].update(returns)  # after use: the baseline never sees its own sample
     elif cfg.baseline == "optimal":
-        score = est.gaussian_score_sq_norm(ro.actions, ro.means.detach(), ro.std.detach())
+        score = bl.gaussian_score_sq_norm(ro.actions, ro.means.detach(), ro.std.detach())
         base = baselines["optimal"].value().to(returns).expand_as(returns)
         baselines["optimal"].update(returns, score)
     else:  # leave-one-out over the S paths of each canvas (consecutive rows)
         S = cfg.samples_per_image
         grouped = returns.view(T1, B // S, S).permute(2, 0, 1).reshape(S, T1 * B // S)
-        base = est.leave_one_out_baseline(grouped)  # (S, T1 * B/S)
+        base = bl.leave_one_out_baseline(grouped)  # (S, T1 * B/S)
         base = base.view(S, T1, B // S).permute(1, 2, 0).reshape(T1, B)
     adv = returns - base
     if cfg.normalize_advantages:
@@ -82,8 +83,8 @@ def train(cfg: TrainConfig) -> dict:
         distributed.broadcast_model(model)  # data-parallel (torchrun): same start everywhere
         distributed.average_gradients(model)  # ... and gradients averaged in backward
         optimizer = make_optimizer(model, cfg)
-        baselines = {"ema": est.EMABaseline(cfg.ema_decay),
-                     "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
+        baselines = {"ema": bl.EMABaseline(cfg.ema_decay),
+                     "optimal": bl.RunningOptimalBaseline(cfg.ema_decay)}
         seed = distributed.rank_seed(cfg.seed)  # cfg.seed on rank 0 / in one process
         noise = torch.Generator(device=dev).manual_seed(seed + 1)  # location noise
         env.reset(seed=seed)

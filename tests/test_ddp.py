@@ -46,16 +46,16 @@ B = 8  # per rank
 
 
 def _setup_step(cfg: TrainConfig):
+    from hardattn import baselines as bl
     from hardattn import data
-    from hardattn import estimators as est
     from hardattn.agents.ram_common import make_env, make_model
 
     torch.manual_seed(0)
     env = make_env(cfg, torch.device("cpu"), B)
     model = make_model(cfg, env)
     images, labels = data.fixed_set("mnist28", "train", n=2 * B)
-    baselines = {"ema": est.EMABaseline(cfg.ema_decay),
-                 "optimal": est.RunningOptimalBaseline(cfg.ema_decay)}
+    baselines = {"ema": bl.EMABaseline(cfg.ema_decay),
+                 "optimal": bl.RunningOptimalBaseline(cfg.ema_decay)}
     return env, model, (images, labels), baselines
 
 

@@ -7,6 +7,7 @@ import io
 import pytest
 import torch
 
+from hardattn import baselines as bl
 from hardattn import estimators as est
 
 T, B = 7, 5
@@ -169,19 +170,19 @@ def test_normalize_matches_loop_and_moments():
 # ----------------------------------------------------------------------------- baselines
 def test_leave_one_out_matches_loop_and_hand_case():
     r = torch.randn(4, B, generator=_gen(8), dtype=torch.float64)
-    torch.testing.assert_close(est.leave_one_out_baseline(r), est.leave_one_out_baseline_loop(r),
+    torch.testing.assert_close(bl.leave_one_out_baseline(r), bl.leave_one_out_baseline_loop(r),
                                rtol=1e-12, atol=1e-12)
-    hand = est.leave_one_out_baseline(torch.tensor([[1.0], [2.0], [6.0]]))
+    hand = bl.leave_one_out_baseline(torch.tensor([[1.0], [2.0], [6.0]]))
     assert hand.flatten().tolist() == [4.0, 3.5, 1.5]
 
 
 def test_leave_one_out_ignores_own_return():
     r = torch.randn(5, B, generator=_gen(9), dtype=torch.float64)
-    base = est.leave_one_out_baseline(r)
+    base = bl.leave_one_out_baseline(r)
     for s in range(5):
         r2 = r.clone()
         r2[s, 2] += 100.0
-        base2 = est.leave_one_out_baseline(r2)
+        base2 = bl.leave_one_out_baseline(r2)
         assert base2[s, 2] == base[s, 2]  # own baseline unchanged
         others = [o for o in range(5) if o != s]
         assert torch.all(base2[others, 2] != base[others, 2])  # the others moved
@@ -189,23 +190,23 @@ def test_leave_one_out_ignores_own_return():
 
 
 def test_ema_baseline_hand_values_and_round_trip():
-    ema = est.EMABaseline(decay=0.5)
+    ema = bl.EMABaseline(decay=0.5)
     assert ema.value().item() == 0.0
     ema.update(torch.tensor([1.0, 3.0]))  # batch mean 2: corrected value is exactly 2
     assert ema.value().item() == 2.0
     ema.update(torch.tensor([[4.0, 4.0]]))  # (0.5 * 0.5 * 2 + 0.5 * 4) / 0.75 = 10 / 3
     assert ema.value().item() == pytest.approx(10 / 3)
-    _round_trip(ema, est.EMABaseline(decay=0.5), lambda b, x: b.update(x))
+    _round_trip(ema, bl.EMABaseline(decay=0.5), lambda b, x: b.update(x))
 
-    per = est.EMABaseline(decay=0.9, per_step=True)
+    per = bl.EMABaseline(decay=0.9, per_step=True)
     per.update(torch.arange(6.0).reshape(3, 2))
     torch.testing.assert_close(per.value(), torch.tensor([[0.5], [2.5], [4.5]]))
-    _round_trip(per, est.EMABaseline(decay=0.9, per_step=True),
+    _round_trip(per, bl.EMABaseline(decay=0.9, per_step=True),
                 lambda b, x: b.update(x.reshape(3, 2)))
     with pytest.raises(ValueError, match=r"\(4,\) does not match the shape \(3,\)"):
         per.update(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="per_step"):
-        est.EMABaseline(decay=0.9).load_state_dict(per.state_dict())
+        bl.EMABaseline(decay=0.9).load_state_dict(per.state_dict())
 
 
 def _round_trip(baseline, fresh, update, *extra):
@@ -239,10 +240,10 @@ def test_gaussian_score_sq_norm_matches_autograd():
     mu = mean.clone().requires_grad_(True)
     logp = torch.distributions.Normal(mu, std).log_prob(action).sum()
     (grad,) = torch.autograd.grad(logp, mu)
-    out = est.gaussian_score_sq_norm(action, mu, std)
+    out = bl.gaussian_score_sq_norm(action, mu, std)
     assert out.shape == (32,) and out.grad_fn is None
     torch.testing.assert_close(out, grad.square().sum(-1), rtol=1e-12, atol=1e-12)
-    scalar = est.gaussian_score_sq_norm(action, mean, 0.25)
+    scalar = bl.gaussian_score_sq_norm(action, mean, 0.25)
     torch.testing.assert_close(scalar, ((action - mean) / 0.0625).square().sum(-1))
 
 
@@ -250,9 +251,9 @@ def test_optimal_baseline_minimises_empirical_variance():
     ret, action, mean, std = _antithetic(11)
     score = (action - mean) / std.square()  # (N, d)
     assert torch.allclose(score.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-12)
-    g2 = est.gaussian_score_sq_norm(action, mean, std)
-    b_star = est.optimal_scalar_baseline(ret, g2)
-    torch.testing.assert_close(b_star, est.optimal_scalar_baseline_loop(ret, g2),
+    g2 = bl.gaussian_score_sq_norm(action, mean, std)
+    b_star = bl.optimal_scalar_baseline(ret, g2)
+    torch.testing.assert_close(b_star, bl.optimal_scalar_baseline_loop(ret, g2),
                                rtol=1e-12, atol=1e-12)
 
     def total_var(b: torch.Tensor) -> torch.Tensor:  # b: (K,) -> (K,) trace of covariance
@@ -272,35 +273,35 @@ def test_optimal_baseline_minimises_empirical_variance():
 def test_optimal_baseline_edge_cases_and_time_major():
     r = torch.randn(T, B, generator=_gen(12), dtype=torch.float64)
     g2 = torch.rand(T, B, generator=_gen(13), dtype=torch.float64)
-    torch.testing.assert_close(est.optimal_scalar_baseline(r, g2),
-                               est.optimal_scalar_baseline_loop(r, g2))
+    torch.testing.assert_close(bl.optimal_scalar_baseline(r, g2),
+                               bl.optimal_scalar_baseline_loop(r, g2))
     # Constant ||g||^2: plain mean. Zero ||g||^2: falls back to the mean as well.
-    torch.testing.assert_close(est.optimal_scalar_baseline(r, torch.full_like(r, 3.0)), r.mean())
-    zero = est.optimal_scalar_baseline(r, torch.zeros_like(r))
+    torch.testing.assert_close(bl.optimal_scalar_baseline(r, torch.full_like(r, 3.0)), r.mean())
+    zero = bl.optimal_scalar_baseline(r, torch.zeros_like(r))
     torch.testing.assert_close(zero, r.mean())
-    torch.testing.assert_close(zero, est.optimal_scalar_baseline_loop(r, torch.zeros_like(r)))
+    torch.testing.assert_close(zero, bl.optimal_scalar_baseline_loop(r, torch.zeros_like(r)))
 
 
 def test_running_optimal_baseline_decay_zero_and_round_trip():
     ret, action, mean, std = _antithetic(14, n=32)
-    g2 = est.gaussian_score_sq_norm(action, mean, std)
-    run = est.RunningOptimalBaseline(decay=0.0)
+    g2 = bl.gaussian_score_sq_norm(action, mean, std)
+    run = bl.RunningOptimalBaseline(decay=0.0)
     assert run.value().item() == 0.0
     run.update(ret, g2)
-    torch.testing.assert_close(run.value(), est.optimal_scalar_baseline(ret, g2))
+    torch.testing.assert_close(run.value(), bl.optimal_scalar_baseline(ret, g2))
     # decay 0.5, two batches: num = 0.25 * num1 + 0.5 * num2, same for den; the ratio is
     # (num1 + 2 num2) / (den1 + 2 den2) with per-batch means num_k = mean(R g2), den_k = mean(g2).
-    run = est.RunningOptimalBaseline(decay=0.5)
+    run = bl.RunningOptimalBaseline(decay=0.5)
     run.update(ret[:32], g2[:32])
     run.update(ret[32:] + 1.0, 2 * g2[32:])
     num = (ret[:32] * g2[:32]).mean() + 2 * ((ret[32:] + 1) * 2 * g2[32:]).mean()
     den = g2[:32].mean() + 2 * (2 * g2[32:]).mean()
     torch.testing.assert_close(run.value(), num / den)
     g2_batch = torch.tensor([1.0, 0.0, 2.0, 4.0, 0.5, 1.0], dtype=torch.float64)
-    _round_trip(run, est.RunningOptimalBaseline(decay=0.5),
+    _round_trip(run, bl.RunningOptimalBaseline(decay=0.5),
                 lambda b, x, w: b.update(x.double(), w), g2_batch)
     with pytest.raises(ValueError, match="decay"):
-        est.RunningOptimalBaseline(decay=0.9).load_state_dict(run.state_dict())
+        bl.RunningOptimalBaseline(decay=0.9).load_state_dict(run.state_dict())
 
 
 # ----------------------------------------------------------------------------- grads, RNG
@@ -310,12 +311,12 @@ def test_outputs_detached_except_normalize():
     outs = [est.discounted_returns(rewards, dones, 0.9, next_value),
             est.gae(rewards, values, dones, next_value, 0.9, 0.9),
             est.lambda_returns(values * 2, values),
-            est.leave_one_out_baseline(rewards),
-            est.optimal_scalar_baseline(rewards, values.square()),
-            est.gaussian_score_sq_norm(rewards, values, 0.5)]
+            bl.leave_one_out_baseline(rewards),
+            bl.optimal_scalar_baseline(rewards, values.square()),
+            bl.gaussian_score_sq_norm(rewards, values, 0.5)]
     for out in outs:
         assert out.grad_fn is None and not out.requires_grad
-    ema, run = est.EMABaseline(per_step=True), est.RunningOptimalBaseline()
+    ema, run = bl.EMABaseline(per_step=True), bl.RunningOptimalBaseline()
     ema.update(rewards)
     run.update(rewards, values.square())
     assert not ema.value().requires_grad and not run.value().requires_grad
@@ -329,8 +330,8 @@ def test_never_reads_global_rng():
     est.discounted_returns(rewards, dones, 0.9, next_value)
     est.gae(rewards, values, dones, next_value, 0.9, 0.9)
     est.normalize(rewards, dones)
-    est.leave_one_out_baseline(rewards)
-    est.optimal_scalar_baseline(rewards, values.square())
+    bl.leave_one_out_baseline(rewards)
+    bl.optimal_scalar_baseline(rewards, values.square())
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -342,7 +343,7 @@ def test_cuda_matches_cpu():
     assert adv.is_cuda
     torch.testing.assert_close(adv.cpu(), est.gae(rewards, values, dones, next_value, 0.99, 0.95))
     torch.testing.assert_close(est.normalize(cuda[0], cuda[2]).cpu(), est.normalize(rewards, dones))
-    run = est.RunningOptimalBaseline()
+    run = bl.RunningOptimalBaseline()
     run.update(cuda[0], cuda[1].square())
     assert run.value().is_cuda
 
@@ -366,16 +367,16 @@ _R = torch.zeros(T, B)
     (lambda: est.lambda_returns(_R, torch.zeros(B)), "values"),
     (lambda: est.normalize(_R, torch.zeros(B, T)), "mask"),
     (lambda: est.normalize_loop(_R, torch.zeros(T)), "mask"),
-    (lambda: est.leave_one_out_baseline(torch.zeros(1, B)), "S >= 2"),
-    (lambda: est.leave_one_out_baseline(torch.zeros(B)), r"\(S, B\)"),
-    (lambda: est.leave_one_out_baseline_loop(torch.zeros(1, B)), "S >= 2"),
-    (lambda: est.optimal_scalar_baseline(_R, torch.zeros(T)), "score_sq_norm"),
-    (lambda: est.optimal_scalar_baseline(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)), "returns"),
-    (lambda: est.RunningOptimalBaseline().update(_R, torch.zeros(B)), "score_sq_norm"),
-    (lambda: est.EMABaseline(per_step=True).update(torch.zeros(B)), r"\(T, B\)"),
-    (lambda: est.EMABaseline(decay=1.0), "decay"),
-    (lambda: est.gaussian_score_sq_norm(torch.zeros(B, 2), torch.zeros(B, 3), 1.0), "mean"),
-    (lambda: est.gaussian_score_sq_norm(torch.zeros(B, 2), torch.zeros(B, 2),
+    (lambda: bl.leave_one_out_baseline(torch.zeros(1, B)), "S >= 2"),
+    (lambda: bl.leave_one_out_baseline(torch.zeros(B)), r"\(S, B\)"),
+    (lambda: bl.leave_one_out_baseline_loop(torch.zeros(1, B)), "S >= 2"),
+    (lambda: bl.optimal_scalar_baseline(_R, torch.zeros(T)), "score_sq_norm"),
+    (lambda: bl.optimal_scalar_baseline(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)), "returns"),
+    (lambda: bl.RunningOptimalBaseline().update(_R, torch.zeros(B)), "score_sq_norm"),
+    (lambda: bl.EMABaseline(per_step=True).update(torch.zeros(B)), r"\(T, B\)"),
+    (lambda: bl.EMABaseline(decay=1.0), "decay"),
+    (lambda: bl.gaussian_score_sq_norm(torch.zeros(B, 2), torch.zeros(B, 3), 1.0), "mean"),
+    (lambda: bl.gaussian_score_sq_norm(torch.zeros(B, 2), torch.zeros(B, 2),
                                         torch.ones(3)), "std"),
 ])
 def test_shape_errors(call, match):

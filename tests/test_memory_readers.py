@@ -10,8 +10,8 @@ import shutil
 import pytest
 import torch
 
+from hardattn import baselines as bl
 from hardattn import checkpoint as ckpt
-from hardattn import estimators as est
 from hardattn.config import TrainConfig
 
 
@@ -79,11 +79,11 @@ def test_every_baseline_gives_finite_losses(tmp_path, baseline):
     S = 2 if baseline == "loo" else 1
     cfg = tiny(tmp_path, baseline=baseline, samples_per_image=S)
     env, model = env_and_model(cfg)
-    bl = {"ema": est.EMABaseline(0.9), "optimal": est.RunningOptimalBaseline(0.9)}
+    baselines = {"ema": bl.EMABaseline(0.9), "optimal": bl.RunningOptimalBaseline(0.9)}
     ro = mr.rollout(model, env, torch.Generator().manual_seed(1), seed=0, repeat=S)
     if S == 2:  # consecutive rows hold the same episode
         assert torch.equal(ro.targets[:, 0::2], ro.targets[:, 1::2])
-    losses = mr.loss_terms(cfg, ro, bl)
+    losses = mr.loss_terms(cfg, ro, baselines)
     assert all(torch.isfinite(v) for v in losses.values())
     assert ("loss_baseline" in losses) == (baseline == "learned")
 
