@@ -21,9 +21,10 @@ Memory-read tasks (choose which past step or slot to read; ``envs/memory.py``):
 
 ``gym.make_vec`` gives ``CopyMemoryVecEnv`` / ``AssociativeRecallVecEnv`` (torch, batched).
 
-Algorithmic tape tasks (gym 0.x ``algorithmic`` ported; ``envs/tape.py``; ``gym.make_vec``
-gives Gymnasium's ``SyncVectorEnv``): ``hardattn/TapeCopy-v0``, ``TapeDuplicatedInput-v0``,
-``TapeReverse-v0``, ``TapeRepeatCopy-v0``, ``TapeReversedAddition-v0``.
+Algorithmic tape tasks (gym 0.x ``algorithmic`` ported; ``envs/tape.py``,
+``envs/tape_tasks.py``; ``gym.make_vec`` gives Gymnasium's ``SyncVectorEnv``):
+``hardattn/TapeCopy-v0``, ``TapeDuplicatedInput-v0``, ``TapeReverse-v0``, ``TapeRepeatCopy-v0``,
+``TapeReversedAddition-v0``.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -34,8 +35,8 @@ from .glimpse_vec import GlimpseVecEnv
 from .memory import AssociativeRecallEnv, CopyMemoryEnv
 from .memory_task import MemoryTask
 from .memory_vec import AssociativeRecallVecEnv, CopyMemoryVecEnv
-from .tape import (
-    AlgorithmicTapeEnv,
+from .tape import AlgorithmicTapeEnv
+from .tape_tasks import (
     TapeCopyEnv,
     TapeDuplicatedInputEnv,
     TapeRepeatCopyEnv,
@@ -92,7 +93,7 @@ for _id, (_cls, _threshold) in TAPE_IDS.items():
     if _id not in registry:
         register(
             id=_id,
-            entry_point=f"hardattn.envs.tape:{_cls}",
+            entry_point=f"hardattn.envs.tape_tasks:{_cls}",
             max_episode_steps=200,
             reward_threshold=_threshold,
         )
