@@ -37,7 +37,9 @@ from .mnist import (  # noqa: F401
 
 CACHE_ENV = "HARDATTN_CACHE"
 SPLIT_SIZES = {"train": 50_000, "val": 10_000, "test": 10_000}
-GENERATOR_VERSION = 1  # bump when CanvasGenerator.sample draws differently
+# Bump when the canvases of a seed change. 2: fixed sets read each digit of their split once
+# (``digit_order``); version 1 drew them with replacement, so a full set missed a third of them.
+GENERATOR_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- canvases
@@ -180,12 +182,16 @@ class CanvasGenerator:
     def __len__(self) -> int:
         return self.bank.shape[0]
 
-    def sample(self, n: int, generator: torch.Generator) -> Canvases:
+    def sample(self, n: int, generator: torch.Generator,
+               digits: torch.Tensor | None = None) -> Canvases:
         """Draw ``n`` canvases.
 
         Args:
             n: batch size (>= 1).
             generator: a seeded ``torch.Generator`` on this generator's device.
+            digits: ``(n,)`` indices of the target digits in this split; default: drawn
+                uniformly with replacement (training). The positions and distractors are drawn
+                either way, in the same order.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n!r} must be a positive integer")
@@ -193,7 +199,13 @@ class CanvasGenerator:
         H, W, d, s, D = spec.height, spec.width, spec.digit_size, spec.distractor_size, \
             spec.n_distractors
         kw = dict(generator=generator, device=dev)
-        idx = torch.randint(N, (n,), **kw)  # (n,)
+        if digits is None:
+            idx = torch.randint(N, (n,), **kw)  # (n,)
+        else:
+            idx = torch.as_tensor(digits, dtype=torch.int64, device=dev)  # (n,)
+            if idx.shape != (n,) or (n and not 0 <= int(idx.min()) <= int(idx.max()) < N):
+                raise ValueError(f"digits must be ({n},) indices in [0, {N}), got shape "
+                                 f"{tuple(idx.shape)}")
         pos = torch.stack([torch.randint(H - d + 1, (n,), **kw),
                            torch.randint(W - d + 1, (n,), **kw)], dim=1)  # (n, 2) = (y, x)
         didx = torch.randint(N, (n, D), **kw)  # (n, D)
@@ -256,6 +268,18 @@ def _cache_dir(root: Path) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hardattn"
 
 
+def digit_order(N: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` digit indices of a split of ``N`` digits, each used once before any is used twice.
+
+    Random permutations of ``range(N)`` laid end to end, cut at ``n``: a set of ``n = N``
+    canvases holds every digit of its split exactly once (the official test set, scored once),
+    ``n < N`` distinct digits, and ``n > N`` every digit ``n // N`` or ``n // N + 1`` times.
+    Returns ``int64 (n,)`` on CPU.
+    """
+    rounds = -(-n // N)  # ceil
+    return torch.cat([torch.randperm(N, generator=generator) for _ in range(rounds)])[:n]
+
+
 def _fixed_seed(preset: str, split: str, seed: int) -> int:
     digest = hashlib.sha256(f"{preset}/{split}/{seed}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
@@ -278,8 +302,9 @@ def fixed_set(
     """The fixed evaluation canvases of a preset: ``float32 (n, 1, H, W)`` and labels, on CPU.
 
     Generated once on CPU from a seed derived from (preset, split, seed), so every model and
-    every device is scored on identical images; cached as uint8 with a sha256 checksum and
-    rebuilt when the cache is missing or does not match.
+    every device is scored on identical images. The target digits follow ``digit_order``: the
+    default ``n`` places every digit of the split exactly once. Cached as uint8 with a sha256
+    checksum and rebuilt when the cache is missing or does not match.
 
     Args:
         preset: a name from ``PRESETS``.
@@ -307,7 +332,7 @@ def fixed_set(
             pass
     gen = CanvasGenerator.from_split(split, spec, root_path, "cpu", download)
     g = torch.Generator().manual_seed(_fixed_seed(preset, split, seed))
-    out = gen.sample(n, g)
+    out = gen.sample(n, g, digits=digit_order(len(gen), n, g))
     images_u8 = (out.images * 255.0).round_().to(torch.uint8)  # exact: values are k/255
     labels = out.labels.clone()
     blob = {"images": images_u8, "labels": labels, "checksum": _checksum(images_u8, labels),

@@ -309,6 +309,40 @@ def test_fixed_set_matches_the_generator_it_documents(data_root, cache_dir, offi
     assert torch.equal((images * 255).round() / 255, images)
 
 
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_full_fixed_set_scores_every_digit_of_its_split_exactly_once(data_root, cache_dir,
+                                                                        official, split):
+    # The protocol reports the official test set: every test digit once, none twice. mnist28
+    # canvases are the digits themselves, so the set must be a permutation of the split.
+    images, labels = data.fixed_set("mnist28", split, root=data_root)
+    digits, digit_labels = _split_of(official, split)
+    got = np.sort((images[:, 0].numpy() * 255).round().astype(np.uint8)
+                  .reshape(len(images), -1).view(f"V{28 * 28}").ravel())
+    want = np.sort(digits.reshape(len(digits), -1).view(f"V{28 * 28}").ravel())
+    assert len(got) == len(want) and (got == want).all(), "digits missing or repeated"
+    # With clutter too: the labels of a full set are exactly the split's labels.
+    _, cluttered_labels = data.fixed_set("cluttered60", split, root=data_root)
+    for got_labels in (labels, cluttered_labels):
+        assert np.array_equal(np.bincount(got_labels.numpy(), minlength=10),
+                              np.bincount(digit_labels, minlength=10))
+
+
+@pytest.mark.parametrize("digits", [[0, 1], [0, 1, 2, 10_000], [-1, 0, 1, 2]])
+def test_sample_rejects_digit_indices_of_the_wrong_shape_or_range(data_root, digits):
+    gen = CanvasGenerator.from_split("test", "mnist28", data_root)
+    with pytest.raises(ValueError, match=r"digits must be \(4,\) indices in \[0, 10000\)"):
+        gen.sample(4, torch.Generator().manual_seed(0), digits=torch.tensor(digits))
+
+
+@pytest.mark.parametrize("n", [1, 999, 10_000, 25_001])
+def test_fixed_set_digit_order_uses_every_digit_before_any_twice(n):
+    order = data.digit_order(10_000, n, torch.Generator().manual_seed(3))
+    counts = torch.bincount(order, minlength=10_000)
+    assert order.shape == (n,) and order.dtype == torch.int64
+    assert counts.max() - counts.min() <= 1 and counts.sum() == n
+    assert torch.equal(data.digit_order(10_000, n, torch.Generator().manual_seed(3)), order)
+
+
 # ----------------------------------------------------------------------------- errors
 
 
