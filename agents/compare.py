@@ -232,6 +232,7 @@ def ensure_run(cfg: TrainConfig) -> dict:
     Returns:
         ``{"report", "wall_s", "run_dir", "trained"}``; ``wall_s`` adds up every session.
     """
+    from .evaluate import rescore_report
     from .run import train
 
     run_dir = Path(cfg.run_dir)
@@ -255,7 +256,8 @@ def ensure_run(cfg: TrainConfig) -> dict:
                     "wall_s": before.get("wall_s", 0.0) + time.perf_counter() - t0,
                     "sessions": before.get("sessions", 0) + 1}, indent=2) + "\n")
         trained = True
-    report = json.loads(report_file.read_text())
+    # A run scored on older fixed canvases is scored again on today's test set (same model).
+    report = rescore_report(run_dir, cfg.device)
     wall = json.loads(timing.read_text())["wall_s"] if timing.exists() else report["wall_s"]
     return {"report": report, "wall_s": wall, "run_dir": run_dir, "trained": trained}
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hardattn import checkpoint as ckpt
-from hardattn import sensors
+from hardattn import data, sensors
 from hardattn.benchmarking import run_commit
 from hardattn.config import SOFT_AGENTS, TrainConfig
 from hardattn.envs.glimpse_task import GlimpseConfig
@@ -96,14 +96,16 @@ def analyse_run(run: dict, device: torch.device) -> dict:
     """Costs and the anytime error vs. glimpses of a finished run (cached per best model)."""
     run_dir = run["run_dir"]
     cache = run_dir / "compare_analysis.json"
-    best_update = run["report"]["best_update"]
+    best = (run_dir / "checkpoints" / "best.pt").stat()
+    # Keyed on the model file and the canvases: a retrained run or new fixed sets recompute it.
+    key = {"best_update": run["report"]["best_update"], "canvas_set_version":
+           data.GENERATOR_VERSION, "best_pt": [best.st_size, best.st_mtime_ns]}
     if cache.exists():
         blob = json.loads(cache.read_text())
-        if blob.get("best_update") == best_update:
+        if all(blob.get(k) == v for k, v in key.items()):
             return blob
     cfg, task, model = load_best(run_dir, device)
-    blob = {"best_update": best_update, **sc.model_costs(model, task),
-            "glimpses": model.n_steps}
+    blob = {**key, **sc.model_costs(model, task), "glimpses": model.n_steps}
     if model.n_steps:
         T_max = model.n_steps + max(1, model.n_steps // 2)
         res = sc.SoftEvaluator(cfg, task, device, "val", cfg.eval_size)(model, steps=T_max,

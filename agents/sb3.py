@@ -92,6 +92,7 @@ from torch import nn
 
 import hardattn.envs  # noqa: F401  (registers the env ids)
 from hardattn import checkpoint as ckpt
+from hardattn import data
 from hardattn.config import TrainConfig
 
 from .ram_common import glimpse_paths_image
@@ -294,6 +295,7 @@ def _finish(run: Run, callback: RunCallback, Algo, T: int) -> dict:
         "env": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
         "val_error_pct": best["error"], "best_update": best["update"],
         "test_error_pct": test["error"], "test_size": cfg.test_size, "images": images,
+        "canvas_set_version": data.GENERATOR_VERSION,  # of the val/test sets
         "wall_s": run.elapsed(),
         "images_per_s": (cfg.n_updates - run.start_update) * cfg.batch_size / run.elapsed(),
         "nonfinite_steps": 0,  # SB3 never skips a step (a NaN stops it with an error)

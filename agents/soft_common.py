@@ -392,6 +392,7 @@ class SoftTrainer:
             "env": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
             "val_error_pct": self.book.best["error"], "best_update": self.book.best["update"],
             "test_error_pct": test["error"], "test_size": cfg.test_size,
+            "canvas_set_version": data.GENERATOR_VERSION,  # of the val/test sets
             "images": self.images(cfg.n_updates), "wall_s": wall,
             "images_per_s": self.images(cfg.n_updates - run.start_update) / run.elapsed(),
             "nonfinite_steps": self.book.nonfinite, "device": str(run.device),

@@ -69,7 +69,10 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
             fields = {**shared, "seed": seed, "run_dir": str(run_dir)}
             check_run_settings(run_dir, TrainConfig(**fields).to_dict())
             if report_file.exists():  # resumable: finished runs are not trained again
-                reports.append(json.loads(report_file.read_text()))
+                # ... but one scored on older fixed canvases is scored again (same best.pt).
+                from hardattn.agents.evaluate import rescore_report
+
+                reports.append(rescore_report(run_dir, args.device))
                 continue
             ckpts = run_dir / "checkpoints"
             if ckpts.is_dir() and any(ckpts.glob("ckpt_*.pt")):

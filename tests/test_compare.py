@@ -187,3 +187,53 @@ def test_memory_compare_writes_its_outputs_and_a_second_call_trains_nothing(tmp_
     before = snapshot(out)
     assert compare(cfg)["trained"] == 0
     assert snapshot(out) == before
+
+
+def test_a_report_scored_on_older_canvases_is_rescored_once_with_the_same_model(
+        data_root, tmp_path, monkeypatch):
+    # Version-1 fixed sets drew digits with replacement; a reused run gets today's test error.
+    from hardattn import data
+    from hardattn.agents import evaluate as ev
+    from hardattn.agents.compare import compare
+
+    cfg = tiny(tmp_path, seeds=1)
+    compare(cfg)
+    out = tmp_path / "cmp"
+    fresh = {}
+    for agent in ("reinforce", "soft-glimpse"):
+        report_file = out / f"{agent}__seed0" / "report.json"
+        report = json.loads(report_file.read_text())
+        assert report["canvas_set_version"] == data.GENERATOR_VERSION  # every new report says
+        fresh[agent] = report["test_error_pct"]
+        del report["canvas_set_version"]  # what a report of version 1 looks like
+        report["test_error_pct"] = 123.0
+        report_file.write_text(json.dumps(report))
+    before = snapshot(out)
+    summary = compare(cfg)
+    assert summary["trained"] == 0
+    for agent in ("reinforce", "soft-glimpse"):
+        report = json.loads((out / f"{agent}__seed0" / "report.json").read_text())
+        # The same best.pt on today's canvases: the figure training itself reported.
+        assert report["test_error_pct"] == pytest.approx(fresh[agent])
+        assert report["test_error_pct_by_canvas_set"] == {
+            "1": 123.0, str(data.GENERATOR_VERSION): report["test_error_pct"]}
+        assert report["canvas_set_version"] == data.GENERATOR_VERSION
+        assert report["val_canvas_set_version"] == 1
+    rows = {r["agent"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert float(rows["reinforce"]["test_error_pct_mean"]) == pytest.approx(fresh["reinforce"])
+    assert {k: v for k, v in snapshot(out).items() if k.endswith(".pt")} == \
+        {k: v for k, v in before.items() if k.endswith(".pt")}, "rescoring touched a checkpoint"
+
+    def no_evaluation(*a, **k):
+        raise AssertionError("a current report was evaluated again")
+
+    monkeypatch.setattr(ev, "evaluate", no_evaluation)
+    compare(cfg)  # current now: nothing is scored again
+
+
+def test_rescore_leaves_memory_reports_alone(tmp_path):
+    from hardattn.agents.evaluate import rescore_report
+
+    report = {"agent": "hard-read", "test_error_pct": 12.5, "test_size": 64}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert rescore_report(tmp_path) == report

@@ -177,7 +177,7 @@ def test_loss_falls_on_a_tiny_problem(data_root, agent, kw):
     noise = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(50):
+    for _ in range(100):
         loss = F.cross_entropy(model(images, first, noise=noise, std=0.05).logits, labels)
         opt.zero_grad()
         loss.backward()
