@@ -293,7 +293,9 @@ def compare(cfg: CompareConfig) -> dict:
                        "test accuracy")
     analyses = {a: [analyse_run(r, device) for r in rs] for a, rs in runs.items()}
     rows = [summarise(a, runs[a], analyses[a]) for a in agents]
-    write_tables(rows, cfg, results, str(runs[agents[0]][0]["report"]["device"]))
+    rescored = {a: sum("val_canvas_set_version" in r["report"] for r in rs)
+                for a, rs in runs.items()}
+    write_tables(rows, cfg, results, str(runs[agents[0]][0]["report"]["device"]), rescored)
     plot_learning_curves({a: [eval_curve(r["run_dir"]) for r in rs] for a, rs in runs.items()},
                          results / "learning_curves.png")
     plot_glimpses(analyses, {a: [r["report"]["val_error_pct"] for r in rs]
@@ -377,7 +379,12 @@ def benchmark(preset: str, budget_images: int, argv: list[str] | None = None) ->
         labels = {"agent": agent, "preset": preset, "glimpses": row["glimpses"] or None,
                   "budget_images": cfg.budget_images}
         config = {**cfg.train_config(agent, 0).to_dict(),
-                  "trained_at_commits": [run_commit(d) for d in summary["runs"][agent]]}
+                  "trained_at_commits": [run_commit(d) for d in summary["runs"][agent]],
+                  # the fixed canvases of the test error; "rescored": seeds scored again on them
+                  "canvas_set_version": sorted({r.get("canvas_set_version", 1)
+                                                for r in reports}),
+                  "rescored_seeds": [i for i, r in enumerate(reports)
+                                     if "val_canvas_set_version" in r]}
         rows += [
             result("test_error_pct", [r["test_error_pct"] for r in reports], "%", False, labels,
                    config),

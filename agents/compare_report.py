@@ -178,8 +178,12 @@ def _commits(cfg: CompareConfig, agent: str) -> str:
     return ", ".join(dict.fromkeys(shas))
 
 
-def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: str) -> None:
+def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: str,
+                 rescored: dict[str, int] | None = None) -> None:
+    """results.csv and results.md; ``rescored``: per agent, the runs whose test error was
+    scored again on today's fixed canvases (``hardattn.agents.evaluate.rescore_report``)."""
     write_csv(rows, CSV_COLUMNS, results / "results.csv")
+    rescored = {a: n for a, n in (rescored or {}).items() if n}
     lines = [
         f"# Agent comparison on {cfg.preset}", "",
         f"{cfg.seeds} seed(s) per agent, {rows[0]['images']:,} training canvases per run "
@@ -210,7 +214,13 @@ def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: st
         "training canvases / wall time.",
         "- *trained at*: the commit recorded in each run's `meta.json` (finished runs are "
         "reused, so runs can be older than these results): "
-        + "; ".join(f"{r['agent']} {_commits(cfg, r['agent'])}" for r in rows) + ".", "",
+        + "; ".join(f"{r['agent']} {_commits(cfg, r['agent'])}" for r in rows) + ".",
+        f"- *test canvases*: fixed set version {data.GENERATOR_VERSION} (a full set holds every "
+        "official test digit once)." + (
+            " Re-scored on it, the same validation-selected model, because version 1 (digits "
+            "drawn with replacement) scored them at the end of training: " + ", ".join(
+                f"{a} {n} run(s)" for a, n in rescored.items()) + "; their validation error and "
+            "learning curves are on version-1 validation canvases." if rescored else ""), "",
         "![learning curves](learning_curves.png)", "",
         "![error vs glimpses](error_vs_glimpses.png)", "",
         "Error vs. glimpses: the trained models read out after every step of one pass on the "

@@ -87,7 +87,10 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
         # each seed's own commit, from its run folder, says which code trained it.
         cfg_dict = {**dataclasses.asdict(TrainConfig(**shared)),
                     "trained_at_commits": [run_commit(Path(args.runs) / f"ram_{preset}__{agent}__"
-                                                      f"{seed}") for seed in range(args.seeds)]}
+                                                      f"{seed}") for seed in range(args.seeds)],
+                    # The fixed canvases that scored the test error (rows without it: version 1).
+                    "canvas_set_version": sorted({r.get("canvas_set_version", 1)
+                                                  for r in reports})}
         labels = {"agent": agent, "preset": preset,
                   "glimpses": defaults.get("n_glimpses") or {"mnist28": 6}.get(preset, 8),
                   "epochs": args.epochs, "augment_shift": args.augment_shift, "std": args.std,

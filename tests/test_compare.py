@@ -221,6 +221,7 @@ def test_a_report_scored_on_older_canvases_is_rescored_once_with_the_same_model(
         assert report["val_canvas_set_version"] == 1
     rows = {r["agent"]: r for r in csv.DictReader(open(out / "results.csv"))}
     assert float(rows["reinforce"]["test_error_pct_mean"]) == pytest.approx(fresh["reinforce"])
+    assert "reinforce 1 run(s), soft-glimpse 1 run(s)" in (out / "results.md").read_text()
     assert {k: v for k, v in snapshot(out).items() if k.endswith(".pt")} == \
         {k: v for k, v in before.items() if k.endswith(".pt")}, "rescoring touched a checkpoint"
 
