@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from hardattn.config import TrainConfig
+from hardattn.config import TrainConfig, with_legacy_values
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -151,9 +151,10 @@ def check_run_settings(run_dir: Path | str, want: dict[str, Any],
     recorded = Path(run_dir) / "config.json"
     if not recorded.is_file():
         return
-    # A field added after the run was written: the run trained with its (present) default.
+    # A field added after the run was written: the run trained with its (present) default,
+    # or with the value of the code of its time where the default changed behaviour.
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    have = {**defaults, **json.loads(recorded.read_text())}
+    have = {**defaults, **with_legacy_values(json.loads(recorded.read_text()))}
     diff = {k: (have.get(k), v) for k, v in want.items()
             if k not in FREE_FIELDS and have.get(k) != v}
     if diff:

@@ -22,6 +22,19 @@ READ_SCORES = ("dot", "scaled", "general", "additive", "concat")
 # Agents trained end to end by backprop on canvases (no env, no REINFORCE).
 SOFT_AGENTS = ("soft-glimpse", "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp")
 LOCATION_AGENTS = ("soft-glimpse", "reparam-glimpse", "draw")  # a location learned by backprop
+# Fields that came with a default other than what the code before them did: name -> (agents,
+# value of that older code). A recorded config without the field ran with that value.
+LEGACY_VALUES = {"location_grad": (LOCATION_AGENTS, "core")}
+
+
+def with_legacy_values(recorded: dict) -> dict:
+    """A recorded config with the fields it predates set as the code of its time ran them."""
+    out = dict(recorded)
+    for name, (agents, value) in LEGACY_VALUES.items():
+        if name not in out and out.get("agent") in agents:
+            out[name] = value
+    return out
+
 SCORES = ("dot", "scaled", "general", "additive")
 BASELINES = ("none", "ema", "learned", "loo", "optimal")
 IMAGES_PER_EPOCH = 50_000  # the training split
@@ -216,6 +229,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        d = with_legacy_values(d)  # configs recorded before a field existed
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -53,3 +53,21 @@ def test_process_commit_is_the_commit_at_the_first_call(monkeypatch):
         assert benchmarking.process_commit() == "aaa"  # a later commit does not change it
     finally:
         benchmarking.process_commit.cache_clear()
+
+
+@pytest.mark.parametrize("agent", ["soft-glimpse", "reparam-glimpse", "draw"])
+def test_a_run_from_before_location_grad_trained_with_the_gradient_through_the_core(tmp_path,
+                                                                                   agent):
+    # The field came with a new default ("head"); the code before it backpropagated from the
+    # location into the core, which is "core". Such a folder must not pass as "head".
+    d, stored = folder(tmp_path, agent=agent)
+    del stored["location_grad"]
+    (d / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=r"location_grad='core' \(asked: 'head'\)"):
+        check_run_settings(d, TrainConfig(agent=agent).to_dict())
+    check_run_settings(d, TrainConfig(agent=agent, location_grad="core").to_dict())
+    assert TrainConfig.from_dict(stored).location_grad == "core"  # resume, --from-run, eval
+    # Agents without a differentiable location keep the default: the field means nothing there.
+    stored2 = TrainConfig(agent="reinforce").to_dict()
+    del stored2["location_grad"]
+    assert TrainConfig.from_dict(stored2).location_grad == "head"
