@@ -87,6 +87,23 @@ MEMORY_PRESETS = {"copy-memory": "CopyMemory-v0", "associative-recall": "Associa
 
 
 
+# TrainConfig fields that define the comparison itself (budget, seeds, data, scoring): set by
+# compare for every run, never by --overrides. Value: what to do instead.
+PROTOCOL_FIELDS = {
+    **dict.fromkeys(("total_images", "epochs"), "every run gets --budget-images"),
+    "seed": "runs are seeded 0 .. N-1 by --seeds",
+    **dict.fromkeys(("agent", "env"), "choose them with --agents and --preset"),
+    "samples_per_image": "it would read fewer distinct canvases per training image than the "
+                         "other agents; the budget counts canvases",
+    "batch_size": "set it for every run with --batch-size",
+    "lr": "set it for every run with --lr (results.md reports one)",
+    **{f: f"set it for every run with --{f.replace('_', '-')}" for f in
+       ("eval_every", "eval_size", "test_size", "eval_batch", "checkpoint_every", "device")},
+    **dict.fromkeys(("run_dir", "resume", "from_run", "init_from"),
+                    "compare places every run under --out and resumes it itself"),
+}
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     """Train an agents x seeds matrix with one budget of training images (memory presets:
@@ -172,6 +189,9 @@ class CompareConfig:
             if name not in known:
                 raise ValueError(f"--overrides {item!r}: {name!r} is not a TrainConfig field; "
                                  f"known: {sorted(known)}")
+            if name in PROTOCOL_FIELDS:
+                raise ValueError(f"--overrides {item!r}: {name!r} is part of the comparison's "
+                                 f"shared protocol; {PROTOCOL_FIELDS[name]}")
             if agent and agent not in self.agent_list():
                 raise ValueError(f"--overrides {item!r}: agent {agent!r} is not in --agents")
             try:

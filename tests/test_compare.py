@@ -114,6 +114,13 @@ def test_compare_resumes_an_interrupted_run_and_retrains_only_it(data_root, tmp_
     (dict(agents="cnn,cnn"), "twice"),
     (dict(overrides=("nope=1",)), "not a TrainConfig field"),
     (dict(overrides=("draw.score=dot",)), "not in --agents"),
+    # The shared protocol and budget are compare's own flags, never one agent's override.
+    (dict(overrides=("reinforce.total_images=5000000",)), r"total_images.*--budget-images"),
+    (dict(overrides=("reinforce.seed=7",)), r"'seed'.*--seeds"),
+    (dict(overrides=("test_size=100",)), r"'test_size'.*--test-size"),
+    (dict(overrides=("reinforce.samples_per_image=4",)), r"samples_per_image.*canvases"),
+    (dict(overrides=("soft-glimpse.lr=0.01",)), r"'lr'.*--lr"),
+    (dict(overrides=("mlp.run_dir=/tmp/x",)), r"'run_dir'.*--out"),
     (dict(seeds=0), "--seeds"),
     (dict(eval_size=150), "eval-size"),
 ])
