@@ -51,6 +51,8 @@ class EndToEnd:
                           "optimal": bl.RunningOptimalBaseline(cfg.ema_decay)}
         self.noise = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
         self.env.reset(seed=cfg.seed)
+        # As agents.reinforce.train: S paths of each canvas side by side (leave-one-out groups).
+        self.options = {"repeat": cfg.samples_per_image} if cfg.samples_per_image > 1 else None
         self.update = 0
 
     def step(self, phases: dict | None = None) -> None:
@@ -58,8 +60,11 @@ class EndToEnd:
         t0 = time.perf_counter()
         for group in self.opt.param_groups:
             group["lr"] = lr_at(cfg, self.update)
-        ro = rollout(self.model, self.env, std_at(cfg, self.update), self.noise)
+        ro = rollout(self.model, self.env, std_at(cfg, self.update), self.noise,
+                     options=self.options)
         losses = loss_terms(cfg, ro, self.baselines)
+        if phases is not None:
+            sync_device(self.dev)  # CUDA: the queued forward belongs to this phase
         t1 = time.perf_counter()
         safe_step(losses, self.model, self.opt, cfg)
         self.update += 1
@@ -123,39 +128,44 @@ def _log_prob(x, mean, std):
 
 # Linears whose input carries a gradient (the others read data or the detached core state).
 NEEDS_INPUT_GRAD = ("glimpse_net.combine", "core.cell", "classifier")
+# Linears an update runs other than once per glimpse step: no move after the last glimpse,
+# one classification at the end.
+USES_PER_UPDATE = {"location.fc": lambda T: T - 1, "classifier": lambda T: 1}
 
 
-def layer_shapes(model: torch.nn.Module) -> list[tuple[int, int, bool]]:
-    """``(in, out, input needs a gradient)`` of every Linear the RAM runs per glimpse step."""
-    return [(m.in_features, m.out_features, name in NEEDS_INPUT_GRAD)
+def layer_shapes(model: torch.nn.Module, T: int) -> list[tuple[int, int, bool, int]]:
+    """``(in, out, input needs a gradient, uses per update)`` of every Linear of the RAM, for
+    episodes of ``T`` glimpses."""
+    return [(m.in_features, m.out_features, name in NEEDS_INPUT_GRAD,
+             USES_PER_UPDATE.get(name, lambda T: T)(T))
             for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
 
 
 class Roofline:
-    """Only the GEMMs one update needs: per step and Linear ``X W^T`` and ``dY^T X``, plus
+    """Only the GEMMs one update needs: per use of a Linear ``X W^T`` and ``dY^T X``, plus
     ``dY W`` where the layer's input needs a gradient (not for the 'what'/'where' layers,
     whose inputs are data, nor for the location/baseline heads on the detached state), in
     the precision of the update (``cfg.precision``)."""
 
     def __init__(self, cfg: TrainConfig, dev: torch.device, e2e: EndToEnd) -> None:
-        B, self.T = cfg.batch_size, e2e.env.cfg.n_glimpses
+        B, T = cfg.batch_size, e2e.env.cfg.n_glimpses
         self.ops = []
         self.flops = 0
         # --precision bf16 runs these GEMMs in bfloat16 (autocast): so does its roofline.
         kw = {"device": dev, "dtype": torch.bfloat16 if cfg.precision == "bf16" else None}
-        for i, o, dx in layer_shapes(e2e.model):
+        for i, o, dx, uses in layer_shapes(e2e.model, T):
             x, w, dy = torch.randn(B, i, **kw), torch.randn(o, i, **kw), torch.randn(B, o, **kw)
-            self.ops.append((x, w, dy, torch.empty(B, o, **kw),
+            self.ops.append((uses, x, w, dy, torch.empty(B, o, **kw),
                              torch.empty(B, i, **kw) if dx else None, torch.empty(o, i, **kw)))
-            self.flops += 2 * (3 if dx else 2) * self.T * B * i * o
+            self.flops += 2 * (3 if dx else 2) * uses * B * i * o
 
     def step(self) -> None:
-        for _ in range(self.T):
-            for x, w, dy, y, dx, dw in self.ops:
-                torch.mm(x, w.t(), out=y)
+        for uses, x, w, dy, y, dx, dw in self.ops:
+            for _ in range(uses):
+                torch.mm(x, w.t(), out=y)  # (B, o)
                 if dx is not None:
-                    torch.mm(dy, w, out=dx)
-                torch.mm(dy.t(), x, out=dw)
+                    torch.mm(dy, w, out=dx)  # (B, i)
+                torch.mm(dy.t(), x, out=dw)  # (o, i)
 
 
 class NaiveRAM(torch.nn.Module):

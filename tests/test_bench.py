@@ -72,7 +72,7 @@ def test_naive_network_is_the_same_function_written_with_separate_linears(data_r
 def test_bf16_roofline_multiplies_bfloat16_matrices(data_root):
     cfg = train_config("mnist28", 8, "cpu", precision="bf16")
     roof = Roofline(cfg, torch.device("cpu"), EndToEnd(cfg, torch.device("cpu")))
-    assert {t.dtype for op in roof.ops for t in op if t is not None} == {torch.bfloat16}
+    assert {t.dtype for op in roof.ops for t in op[1:] if t is not None} == {torch.bfloat16}
 
 
 @pytest.mark.parametrize("precisions, named", [("fp16", "'fp16'"), (",", "empty")])
@@ -83,16 +83,35 @@ def test_bad_precisions_fail_before_any_timing(tmp_path, precisions, named):
     assert not any(tmp_path.iterdir())
 
 
-def test_roofline_covers_every_linear_of_the_model(data_root):
+def test_roofline_covers_every_linear_of_the_model_as_often_as_an_update_runs_it(data_root):
     cfg = train_config("mnist28", 8, "cpu")
     e2e = EndToEnd(cfg, torch.device("cpu"))
-    shapes = layer_shapes(e2e.model)
+    shapes = layer_shapes(e2e.model, T=6)
     # what, where, combine, core, location, classifier, baseline
     assert len(shapes) == 7
     roof = Roofline(cfg, torch.device("cpu"), e2e)
-    assert [dx for *_, dx in shapes] == [False, False, True, True, False, True, False]
-    assert roof.flops == 2 * 6 * 8 * sum((3 if dx else 2) * i * o for i, o, dx in shapes)
+    assert [dx for _, _, dx, _ in shapes] == [False, False, True, True, False, True, False]
+    # Every glimpse step but the last moves (location head T - 1 times); one classification.
+    assert [uses for *_, uses in shapes] == [6, 6, 6, 6, 5, 1, 6]
+    assert roof.flops == 2 * 8 * sum((3 if dx else 2) * i * o * uses
+                                     for i, o, dx, uses in shapes)
     roof.step()
+
+
+def _gemms(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(ev.name in ("aten::mm", "aten::addmm", "aten::bmm") for ev in prof.events())
+
+
+def test_roofline_runs_the_gemms_of_one_update_no_more_no_fewer(data_root):
+    # Small GEMMs cost per call as much as per FLOP: the roofline must make the same calls.
+    cfg = train_config("mnist28", 8, "cpu")
+    e2e = EndToEnd(cfg, torch.device("cpu"))
+    e2e.step()  # warm: the first update builds the optimizer state
+    assert _gemms(Roofline(cfg, torch.device("cpu"), e2e).step) == _gemms(e2e.step)
 
 
 def test_bench_writes_the_results_file(data_root, tmp_path):
@@ -151,3 +170,23 @@ def test_bad_time_to_accuracy_variant_fails_before_any_timing(tmp_path, variant,
         bench(BenchConfig(presets="mnist28", device="cpu", time_to_accuracy_s=1.0,
                           out=str(tmp_path), time_to_accuracy_variants=(variant,)))
     assert not any(tmp_path.iterdir())
+
+
+def test_end_to_end_draws_samples_per_image_paths_of_each_canvas_as_training_does(
+        data_root, monkeypatch):
+    # A time-to-accuracy variant with samples_per_image=2,baseline=loo must group the paths of
+    # one canvas, as agents.reinforce.train does, or the leave-one-out baseline mixes canvases.
+    from hardattn.agents import bench_impls
+
+    seen = []
+    real = bench_impls.rollout
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("options"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench_impls, "rollout", spy)
+    cfg = train_config("mnist28", 8, "cpu", samples_per_image=2, baseline="loo")
+    EndToEnd(cfg, torch.device("cpu")).step()
+    EndToEnd(train_config("mnist28", 8, "cpu"), torch.device("cpu")).step()
+    assert seen == [{"repeat": 2}, None]
