@@ -135,11 +135,16 @@ def measure_preset(preset: str, bc: BenchConfig, dev: torch.device, log=print) -
         order = list(impls) if r % 2 == 0 else list(reversed(impls))  # interleaved
         for k in order:
             if dev.type == "cuda":
+                # Every implementation's weights and buffers stay resident: count only what a
+                # step allocates above them, or each peak would hold all the others.
+                torch.cuda.synchronize(dev)
+                resident = torch.cuda.memory_allocated(dev)
                 torch.cuda.reset_peak_memory_stats(dev)
             secs = _time(impls[k].step, n[k], dev)
             ips[k].append(n[k] * bc.batch_size / secs)
             if dev.type == "cuda":
-                peak[k] = max(peak.get(k, 0.0), torch.cuda.max_memory_allocated(dev) / 2**20)
+                step_mib = (torch.cuda.max_memory_allocated(dev) - resident) / 2**20
+                peak[k] = max(peak.get(k, 0.0), step_mib)
         log(f"  {preset} repeat {r + 1}/{bc.repeats}: " +
             ", ".join(f"{i}/{p} {v[-1]:.0f}" for (i, p), v in ips.items()))
     out = {"ips": ips, "peak": peak, "config": dataclasses.asdict(first.cfg),
@@ -281,7 +286,8 @@ def bench(bc: BenchConfig) -> Path:
                 f"{med[('hardattn', prec)] / med[('naive', 'fp32')]:.1f}x naive")
         for (impl, prec), v in m["peak"].items():
             rows.append(result("peak_mem_mib", v, "MiB", False,
-                               {"preset": preset, "impl": impl, "precision": prec}))
+                               {"preset": preset, "impl": impl, "precision": prec,
+                                "scope": "step_above_resident"}))
         for phase, pct in m.get("breakdown", {}).items():
             rows.append(result("time_share_pct", pct, "%", False,
                                {"preset": preset, "impl": "hardattn", "phase": phase}))
