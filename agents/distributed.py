@@ -122,6 +122,19 @@ def agree_finite(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return losses
 
 
+def agree_stop(signum: int | None, device: torch.device) -> int | None:
+    """The stop signal of any rank (the largest number), on every rank, or None.
+
+    Called after every update: a rank that left the loop alone would leave the others waiting
+    in the next gradient all-reduce, and rank 0 might never write the checkpoint.
+    """
+    if world_size() <= 1:
+        return signum
+    flag = torch.tensor([float(signum or 0)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 def assert_in_sync(model: torch.nn.Module) -> None:
     """Raise if the ranks' weights differ (checked at every checkpoint)."""
     if world_size() <= 1:

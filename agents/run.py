@@ -233,6 +233,8 @@ class Run:
         for update in bar:
             yield update
             bar.set_postfix(progress_postfix, refresh=False)
+            # torchrun: every rank stops after the same update when any rank was signalled.
+            self.stop_signal = distributed.agree_stop(self.stop_signal, self.device)
             if self.stop_signal is not None:
                 bar.close()
                 return

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 
 import pytest
 import torch
@@ -193,3 +194,68 @@ def test_two_rank_training_and_resume_across_world_sizes(data_root, tmp_path):
     _spawn_train(tmp_path, "b", TrainConfig(resume=str(single), progress=False))
     state, _ = ckpt.load_latest(single)
     assert state["update"] == 3 and (single / "report.json").exists()
+
+
+# ---------------------------------------------------------------- a signal on one rank
+def _signal_worker(rank: int, world: int, init: str, cfg: TrainConfig, out: str) -> None:
+    _env_for(rank, world, init)
+    import signal
+
+    from hardattn.agents import training
+    from hardattn.agents.run import TrainingInterrupted, train
+
+    if rank == 1:  # only rank 1 is told to stop, after its update 1 (as a SIGTERM would)
+        real = training.Trainer.after_update
+
+        def after_update(self, update, *args, **kwargs):
+            real(self, update, *args, **kwargs)
+            if update == 1:
+                self.run.stop_signal = signal.SIGTERM
+
+        training.Trainer.after_update = after_update
+    try:
+        train(cfg)
+        result = "finished"
+    except TrainingInterrupted as exc:
+        result = f"interrupted {exc}"
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+        f.write(result)
+    _exit_cleanly()
+
+
+def test_a_signal_on_one_rank_stops_every_rank_after_the_same_update(data_root, tmp_path):
+    # Alone, the signalled rank would leave the loop while the others wait in the gradient
+    # all-reduce of the next update, and rank 0 would never write the checkpoint.
+    run = tmp_path / "ddp"
+    cfg = tiny(run, total_images=8 * 6, checkpoint_every=100)
+    ctx = mp.start_processes(_signal_worker, nprocs=2, join=False, start_method="spawn",
+                             args=(2, f"file://{tmp_path / 'rendezvous'}", cfg, str(tmp_path)))
+    try:
+        deadline = time.monotonic() + 120
+        while not ctx.join(timeout=5):
+            assert time.monotonic() < deadline, "a rank is stuck: the ranks did not agree to stop"
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}.txt").read_text().startswith("interrupted"), rank
+    assert "after update 1" in (tmp_path / "rank0.txt").read_text()
+    assert sorted(p.name for p in (run / "checkpoints").glob("ckpt_*.pt")) == \
+        ["ckpt_00000001.pt"]  # rank 0 saved where they stopped
+    assert not (run / "report.json").exists()
+
+
+def test_each_rank_draws_its_own_canvases_and_noise(monkeypatch):
+    # Same seed on every rank would train N copies of one batch: the effective batch would not
+    # grow with the ranks. Rank 0 keeps the single-process seed.
+    from hardattn.agents import distributed
+
+    seeds = {}
+    for r in range(4):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        seeds[r] = distributed.rank_seed(7)
+    assert seeds[0] == 7 and len(set(seeds.values())) == 4
+    gens = [torch.Generator().manual_seed(s) for s in seeds.values()]
+    draws = [torch.randint(50_000, (64,), generator=g) for g in gens]
+    assert all(not torch.equal(draws[0], d) for d in draws[1:])
