@@ -263,9 +263,10 @@ def ensure_run(cfg: TrainConfig) -> dict:
     if not report_file.exists():
         if ckpt.periodic_checkpoints(run_dir / "checkpoints"):
             cfg = dataclasses.replace(cfg, resume=str(run_dir))
-        elif run_dir.is_dir():  # started but never checkpointed: its events would duplicate
-            for stale in run_dir.glob("events.out.tfevents.*"):
-                stale.unlink()
+        elif run_dir.is_dir():  # started but never checkpointed: it starts over
+            for stale in [*run_dir.glob("events.out.tfevents.*"), timing,
+                          run_dir / "compare_analysis.json"]:
+                stale.unlink(missing_ok=True)
         t0 = time.perf_counter()
         try:
             train(cfg)
@@ -278,7 +279,10 @@ def ensure_run(cfg: TrainConfig) -> dict:
         trained = True
     # A run scored on older fixed canvases is scored again on today's test set (same model).
     report = rescore_report(run_dir, cfg.device)
-    wall = json.loads(timing.read_text())["wall_s"] if timing.exists() else report["wall_s"]
+    # compare_time.json misses a session killed outright (SIGKILL, power); the report's own
+    # wall time counts every session up to its last checkpoint: the larger is the better count.
+    wall = max(json.loads(timing.read_text())["wall_s"] if timing.exists() else 0.0,
+               report["wall_s"])
     return {"report": report, "wall_s": wall, "run_dir": run_dir, "trained": trained}
 
 

@@ -245,3 +245,17 @@ def test_rescore_leaves_memory_reports_alone(tmp_path):
     report = {"agent": "hard-read", "test_error_pct": 12.5, "test_size": 64}
     (tmp_path / "report.json").write_text(json.dumps(report))
     assert rescore_report(tmp_path) == report
+
+
+def test_wall_time_survives_a_session_whose_timing_was_never_written(data_root, tmp_path):
+    # A SIGKILL skips compare's own timing; the report counts training time up to its end.
+    from hardattn.agents.compare import compare
+
+    cfg = tiny(tmp_path, agents="mlp", seeds=1)
+    compare(cfg)
+    run = tmp_path / "cmp" / "mlp__seed0"
+    report_wall = json.loads((run / "report.json").read_text())["wall_s"]
+    (run / "compare_time.json").write_text(json.dumps({"wall_s": 1e-6, "sessions": 1}))
+    compare(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
+    assert float(rows[0]["wall_s_mean"]) == pytest.approx(report_wall, abs=1e-3)  # csv: 4 d.p.
