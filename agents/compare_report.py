@@ -24,7 +24,7 @@ from hardattn.envs.glimpse_task import GlimpseConfig
 from . import soft_common as sc
 
 if TYPE_CHECKING:
-    from .compare import CompareConfig
+    from .compare_config import CompareConfig
 
 CSV_COLUMNS = ("agent", "runs", "images", "test_error_pct_mean", "test_error_pct_std",
                "test_error_pct_per_seed", "val_error_pct_mean", "glimpses",
