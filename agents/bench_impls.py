@@ -149,6 +149,7 @@ class Roofline:
 
     def __init__(self, cfg: TrainConfig, dev: torch.device, e2e: EndToEnd) -> None:
         B, T = cfg.batch_size, e2e.env.cfg.n_glimpses
+        self.T = T
         self.ops = []
         self.flops = 0
         # --precision bf16 runs these GEMMs in bfloat16 (autocast): so does its roofline.
@@ -160,12 +161,13 @@ class Roofline:
             self.flops += 2 * (3 if dx else 2) * uses * B * i * o
 
     def step(self) -> None:
-        for uses, x, w, dy, y, dx, dw in self.ops:
-            for _ in range(uses):
-                torch.mm(x, w.t(), out=y)  # (B, o)
-                if dx is not None:
-                    torch.mm(dy, w, out=dx)  # (B, i)
-                torch.mm(dy.t(), x, out=dw)  # (o, i)
+        for t in range(self.T):  # step by step, as the previous roofline (and the model) runs
+            for uses, x, w, dy, y, dx, dw in self.ops:
+                if t < uses:
+                    torch.mm(x, w.t(), out=y)  # (B, o)
+                    if dx is not None:
+                        torch.mm(dy, w, out=dx)  # (B, i)
+                    torch.mm(dy.t(), x, out=dw)  # (o, i)
 
 
 class NaiveRAM(torch.nn.Module):
