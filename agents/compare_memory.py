@@ -65,7 +65,8 @@ def analyse_reads(run_dir: Path, device: torch.device, n: int) -> dict:
         for t, w in zip(att_steps, ro.weights):  # w: (B, M_t)
             grid[t, :w.shape[1]] = w[0].float().cpu().numpy()
     env.close()
-    return {"params": sum(p.numel() for p in model.parameters()), "cells_read": read,
+    return {"params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "cells_read": read,
             "task": task,
             "cells_scored": scored, "grid": grid,
             "scored_steps": ro.scored.nonzero()[:, 0].tolist()}
