@@ -12,11 +12,12 @@ again after an interruption. Writes `benchmarks/results/compare_cluttered60.json
 format) and `benchmarks/results/compare_cluttered60/` (results.md, results.csv, PNGs); the runs go
 to `runs/compare-cluttered60/` (`tensorboard --logdir runs/compare-cluttered60`).
 
-The committed results are a CPU budget: `--budget-images 400000 --eval-every 500 --threads 1
+The committed results are a CPU budget: `--budget-images 800000 --eval-every 500 --threads 1
 --overrides reinforce.std=0.25 actor-critic.std=0.25 soft-cnn.attention_dim=64` on 2 shared
-cores (the JSON's `command`; each run's training commit is in its `trained_at_commits`). The
-hard agents' std is the one their own cluttered benchmarks selected; soft-cnn's narrower
-additive attention (a = 64) trains 2.3x faster than a = 256, which made the budget fit.
+cores, two runs at a time (the JSON's `command`; each run's training commit is in its
+`trained_at_commits`). The hard agents' std is the one their own cluttered benchmarks
+selected; soft-cnn's narrower additive attention (a = 64) trains 2.3x faster than a = 256,
+which made the budget fit.
 """
 
 from hardattn.agents.compare import benchmark
