@@ -28,7 +28,8 @@ class EvalConfig:
     mc_samples: int = 1
     """M > 1 averages class probabilities over M stochastic glimpse paths (labelled)."""
     n: int = 10_000
-    """Number of canvases (the split's first n)."""
+    """Number of canvases: the fixed set of that size (10000, the default: every digit of the
+    split once; a smaller n is a set of its own, of distinct digits, not the first n)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     out: str | None = None
