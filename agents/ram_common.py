@@ -120,13 +120,15 @@ def rollout(model: RAM, env, std: float | None, generator: torch.Generator,
 class Evaluator:
     """Deterministic evaluation on a fixed split (val for selection, test for the report).
 
-    The first glimpse (random or centred) is drawn from an env seeded identically at every
-    evaluation, so every model is scored on the same canvases and the same first glimpses.
+    A random first glimpse is the fixed set's own (``data.fixed_first_locs``), the same for
+    every model, evaluation batch and device, so every model is scored on the same canvases
+    and the same first glimpses.
     """
 
     def __init__(self, cfg: TrainConfig, device: torch.device, split: str, n: int) -> None:
         preset = gym.spec(cfg.env_id).kwargs["preset"]
         self.images, self.labels = data.fixed_set(preset, split, n=n)
+        self.first = data.fixed_first_locs(n) if cfg.first_glimpse == "random" else None
         self.batch = min(cfg.eval_batch, n)
         self.env = make_env(cfg, device, self.batch, split=split)
         self.split, self.n = split, n
@@ -143,11 +145,13 @@ class Evaluator:
         correct, locs = 0, []
         for start in range(0, self.n, self.batch):
             sl = slice(start, start + self.batch)
-            canvases = (self.images[sl], self.labels[sl])
+            options = {"canvases": (self.images[sl], self.labels[sl])}
+            if self.first is not None:
+                options["first_locs"] = self.first[sl]
             probs = 0.0
             for _ in range(mc_samples):
                 ro = rollout(model, self.env, std, gen, deterministic=mc_samples == 1,
-                             options={"canvases": canvases})
+                             options=options)
                 probs = probs + ro.logits.softmax(1)
             correct += int((probs.argmax(1) == ro.labels).sum())
             if start == 0:

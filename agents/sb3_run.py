@@ -28,7 +28,7 @@ from hardattn.config import TrainConfig
 from .ram_common import glimpse_paths_image
 from .run import Run
 
-EVAL_SEED = 12345  # as our agents' Evaluator: same first glimpses for every model
+EVAL_SEED = 12345  # seeds the env at every evaluation, as our agents' Evaluator does
 ZIP = re.compile(r"^sb3_(\d+)\.zip$")
 
 
@@ -85,6 +85,7 @@ class FixedSetEvaluator:
         preset = gym.spec(cfg.env_id).kwargs["preset"]
         self.images, self.labels = data.fixed_set(preset, split, n=n)
         self.batch, self.n = min(cfg.eval_batch, n), n
+        self.first = data.fixed_first_locs(n) if cfg.first_glimpse == "random" else None
         self.env = gym.make_vec(cfg.env_id, num_envs=self.batch, split=split, device="cpu",
                                 first_glimpse=cfg.first_glimpse, action_type="multidiscrete",
                                 **_sensor_kwargs(cfg)).unwrapped
@@ -96,7 +97,10 @@ class FixedSetEvaluator:
         correct, first_locs = [], None
         for start in range(0, self.n, self.batch):
             sl = slice(start, start + self.batch)
-            obs, _ = env.reset(options={"canvases": (self.images[sl], self.labels[sl])})
+            options = {"canvases": (self.images[sl], self.labels[sl])}
+            if self.first is not None:  # the fixed set's first glimpses, as every evaluator
+                options["first_locs"] = self.first[sl]
+            obs, _ = env.reset(options=options)
             state, starts, locs = None, np.ones(self.batch, dtype=bool), []
             for _ in range(T):
                 locs.append(obs["loc"])

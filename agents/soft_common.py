@@ -44,9 +44,6 @@ from .ram_common import glimpse_paths_image
 from .run import Run
 from .trainer_state import TrainerState, torch_stream
 
-EVAL_SEED = 12345  # first glimpses of evaluation (random first glimpse only)
-
-
 # ----------------------------------------------------------------------------- task and data
 
 
@@ -116,15 +113,15 @@ class Look:
 class SoftEvaluator:
     """Deterministic evaluation on a fixed split (val for selection, test for the report).
 
-    Same canvases as the hard agents' ``Evaluator`` (``data.fixed_set``); a random first glimpse
-    comes from a generator seeded identically at every evaluation.
+    Same canvases and, with a random first glimpse, the same first glimpses as the hard
+    agents' ``Evaluator`` (``data.fixed_set``, ``data.fixed_first_locs``).
     """
 
     def __init__(self, cfg: TrainConfig, task: GlimpseConfig, device: torch.device, split: str,
                  n: int) -> None:
         self.images, self.labels = data.fixed_set(task.preset, split, n=n)
-        self.first = first_locs(task, n, torch.Generator().manual_seed(EVAL_SEED),
-                                torch.device("cpu"))
+        self.first = (data.fixed_first_locs(n) if task.first_glimpse == "random"
+                      else torch.zeros(n, 2))  # (n, 2) on CPU
         self.batch = min(cfg.eval_batch, n)
         self.device, self.split, self.n, self.task = device, split, n, task
 

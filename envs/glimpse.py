@@ -67,6 +67,8 @@ class GlimpseEnv(gym.Env):
     - v0: first release. Since 2026-11-22 glimpse values are the rounded exact means of the
       8-bit levels, not of the float32 pixels: the two differ by at most one unit in the last
       place (about 6e-8), which no learning result can see, so the version is unchanged.
+      Also since then ``GlimpseVecEnv.reset`` accepts ``options={"first_locs": ...}`` (an
+      addition: episodes without it are unchanged).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}

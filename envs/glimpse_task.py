@@ -243,16 +243,33 @@ class GlimpseTask:
         self.__dict__.update(state)
         self._attach_generator()
 
+    def _check_first_locs(self, first_locs, n: int) -> torch.Tensor:
+        if self.cfg.first_glimpse != "random":
+            raise ValueError(f"first_locs given, but first_glimpse={self.cfg.first_glimpse!r} "
+                             f"always starts at the centre; make the env with "
+                             f"first_glimpse='random' or drop first_locs")
+        locs = torch.as_tensor(first_locs).to(self.device, torch.float32, copy=True)
+        if tuple(locs.shape) != (n, 2):
+            raise ValueError(f"first_locs has shape {tuple(locs.shape)}, expected ({n}, 2)")
+        if not bool(((locs >= -1) & (locs <= 1)).all()):  # also rejects NaN
+            raise ValueError(f"first_locs must lie in [-1, 1] (got min {float(locs.min())}, "
+                             f"max {float(locs.max())})")
+        return locs
+
     def reset(self, generator: torch.Generator, rows: torch.Tensor | None = None,
               canvases: tuple[torch.Tensor, torch.Tensor] | None = None,
-              repeat: int = 1) -> None:
+              repeat: int = 1, first_locs: torch.Tensor | None = None) -> None:
         """Start new episodes in ``rows`` (all when None) on fresh or given canvases.
 
         ``repeat=S`` draws ``n / S`` canvases and gives each to ``S`` consecutive rows (several
-        glimpse paths per image, for leave-one-out baselines).
+        glimpse paths per image, for leave-one-out baselines). ``first_locs`` ``(n, 2)`` in
+        ``[-1, 1]`` replaces the random first glimpses (evaluation on fixed sets:
+        ``data.fixed_first_locs``); it needs ``first_glimpse="random"``.
         """
         cfg = self.cfg
         n = self.n if rows is None else int(rows.numel())
+        if first_locs is not None:
+            first_locs = self._check_first_locs(first_locs, n)
         if canvases is None:
             if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1 \
                     or n % repeat:
@@ -278,6 +295,8 @@ class GlimpseTask:
             levels = None  # off-grid pixels: the float64 table reads them as they are
         if cfg.first_glimpse == "center":
             loc = torch.zeros(n, 2, device=self.device)
+        elif first_locs is not None:
+            loc = first_locs  # a fresh copy on the device
         else:
             loc = torch.rand(n, 2, generator=generator, device=self.device) * 2.0 - 1.0
         # Per-image work (block means of every scale) happens here, once per episode.

@@ -40,7 +40,10 @@ class GlimpseVecEnv(VectorEnv):
     ``reset(options={"canvases": (images (N, 1, H, W), labels (N,))})`` starts the episodes on
     given canvases (used for evaluation on the fixed validation and test sets);
     ``reset(options={"repeat": S})`` draws N/S canvases, each shown to S consecutive rows
-    (several glimpse paths per image in one batch, for leave-one-out baselines).
+    (several glimpse paths per image in one batch, for leave-one-out baselines);
+    ``reset(options={"first_locs": (N, 2)})``, with ``first_glimpse="random"``, sets the first
+    glimpses instead of drawing them (evaluators pass ``hardattn.data.fixed_first_locs``, so
+    every model starts each fixed canvas at the same place).
 
     Per-image work (the block means of every scale) is done in ``reset``; ``step`` is one
     gather of ``scales * patch * patch`` values per row.
@@ -92,12 +95,13 @@ class GlimpseVecEnv(VectorEnv):
         super().reset(seed=seed)
         self._gen.manual_seed(int(self.np_random.integers(2**63 - 1)))
         options = options or {}
-        unknown = set(options) - {"canvases", "repeat"}
+        unknown = set(options) - {"canvases", "repeat", "first_locs"}
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; accepted: "
-                             f"'canvases' (images, labels) and 'repeat' (paths per canvas)")
+                             f"'canvases' (images, labels), 'repeat' (paths per canvas) and "
+                             f"'first_locs' (N, 2)")
         self._task.reset(self._gen, canvases=options.get("canvases"),
-                         repeat=options.get("repeat", 1))
+                         repeat=options.get("repeat", 1), first_locs=options.get("first_locs"))
         self._t_host[:] = 0
         self._started = True
         return self._task.observe(), {}

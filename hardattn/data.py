@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -345,3 +346,22 @@ def fixed_set(
     except OSError:
         pass  # an unwritable cache only costs regeneration next time
     return out.images, labels
+
+
+def fixed_first_locs(n: int, seed: int = 0) -> torch.Tensor:
+    """First-glimpse locations of the fixed evaluation canvases: ``float32 (n, 2)`` on CPU.
+
+    With a random first glimpse, where a model starts is part of what it is scored on, so
+    every evaluator (hard, SB3 and backprop agents) starts the ``i``-th canvas of a fixed set
+    at row ``i`` of this table, whatever its batch size or device. Uniform in ``[-1, 1]^2``,
+    drawn one value after another (numpy PCG64), so the table of a smaller ``n`` is a prefix
+    of a larger one's.
+
+    Args:
+        n: number of canvases.
+        seed: evaluation seed (keep the default to compare with published figures).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} must be a positive integer")
+    rng = np.random.Generator(np.random.PCG64(_fixed_seed("first-glimpse", "eval", seed)))
+    return torch.from_numpy(rng.random((n, 2)) * 2.0 - 1.0).to(torch.float32)  # (n, 2)
