@@ -132,14 +132,14 @@ def ensure_run(cfg: TrainConfig) -> dict:
 
 def compare(cfg: CompareConfig) -> dict:
     """Train (or reuse) every run, then write results.csv/.md and the PNGs; returns a summary
-    ``{"out", "results_dir", "rows", "trained", "wall_s"}``."""
-    from .run import registered_ids, resolve_device
+    ``{"out", "results_dir", "rows", "trained", "wall_s", "runs", "run_wall_s"}`` (``runs``:
+    per agent, the run folders; ``run_wall_s``: their wall times, as results.md counts them)."""
+    from .run import preflight, resolve_device
 
     process_commit()  # the code of every run this process trains, whatever lands meanwhile
     cfg.validate()
     agents = cfg.agent_list()
-    registered = registered_ids(agents[0])  # the memory or the glimpse env ids
-    configs = {(a, s): cfg.train_config(a, s).validate(registered)
+    configs = {(a, s): preflight(cfg.train_config(a, s))
                for a in agents for s in range(cfg.seeds)}  # every config checked up front
     out = cfg.out_dir()
     results = Path(cfg.results_dir) if cfg.results_dir else out
@@ -184,8 +184,9 @@ def _finish(cfg: CompareConfig, out: Path, results: Path, runs: dict, rows: list
         print(f"  {r['agent']:<16} {name} {r[metric + '_mean']:6.2f} +- "
               f"{r[metric + '_std']:.2f} %  ({r['runs']} seed(s))")
     return {"out": str(out), "results_dir": str(results), "rows": rows, "trained": n_trained,
-            "wall_s": time.perf_counter() - t0, "runs": {a: [str(r["run_dir"]) for r in rs]
-                                                         for a, rs in runs.items()}}
+            "wall_s": time.perf_counter() - t0,
+            "runs": {a: [str(r["run_dir"]) for r in rs] for a, rs in runs.items()},
+            "run_wall_s": {a: [r["wall_s"] for r in rs] for a, rs in runs.items()}}
 
 
 
@@ -237,9 +238,7 @@ def benchmark(preset: str, budget_images: int, argv: list[str] | None = None) ->
         agent = row["agent"]
         reports = [json.loads((Path(d) / "report.json").read_text())
                    for d in summary["runs"][agent]]
-        walls = [json.loads((Path(d) / "compare_time.json").read_text())["wall_s"]
-                 if (Path(d) / "compare_time.json").exists() else r["wall_s"]
-                 for d, r in zip(summary["runs"][agent], reports)]
+        walls = summary["run_wall_s"][agent]  # as results.md counts them (ensure_run)
         device = reports[0]["device"]
         labels = {"agent": agent, "preset": preset, "glimpses": row["glimpses"] or None,
                   "budget_images": cfg.budget_images}

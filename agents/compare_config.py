@@ -42,6 +42,9 @@ PROTOCOL_FIELDS = {
     **dict.fromkeys(("run_dir", "resume", "from_run", "init_from"),
                     "compare places every run under --out and resumes it itself"),
 }
+# Fields an override may change for every agent, never for one (results.md states one value).
+SHARED_FIELDS = {"lr_decay": "is the learning-rate schedule of the comparison: set it for "
+                             "every agent (lr_decay=false), not for one"}
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ class CompareConfig:
             if name in PROTOCOL_FIELDS:
                 raise ValueError(f"--overrides {item!r}: {name!r} is part of the comparison's "
                                  f"shared protocol; {PROTOCOL_FIELDS[name]}")
+            if agent and name in SHARED_FIELDS:
+                raise ValueError(f"--overrides {item!r}: {name!r} {SHARED_FIELDS[name]}")
             if agent and agent not in self.agent_list():
                 raise ValueError(f"--overrides {item!r}: agent {agent!r} is not in --agents")
             try:

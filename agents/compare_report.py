@@ -184,10 +184,12 @@ def write_tables(rows: list[dict], cfg: CompareConfig, results: Path, device: st
     scored again on today's fixed canvases (``hardattn.agents.evaluate.rescore_report``)."""
     write_csv(rows, CSV_COLUMNS, results / "results.csv")
     rescored = {a: n for a, n in (rescored or {}).items() if n}
+    # One schedule for all (compare refuses a per-agent lr_decay): read it off a run's config.
+    schedule = "cosine decay" if cfg.train_config(rows[0]["agent"], 0).lr_decay else "constant"
     lines = [
         f"# Agent comparison on {cfg.preset}", "",
         f"{cfg.seeds} seed(s) per agent, {rows[0]['images']:,} training canvases per run "
-        f"(batch {cfg.batch()}, lr {cfg.learning_rate()}, cosine decay), device {device}. "
+        f"(batch {cfg.batch()}, lr {cfg.learning_rate()}, {schedule}), device {device}. "
         f"Test error: "
         f"the validation-selected model of each run ({cfg.eval_size:,} fixed validation "
         f"canvases), scored once on {cfg.test_size:,} fixed test canvases, deterministic; mean "

@@ -103,6 +103,19 @@ def _check_canvas(cfg: TrainConfig) -> None:
                          f"is the usual amount")
 
 
+def preflight(cfg: TrainConfig) -> TrainConfig:
+    """Every check of a config that needs no data and no run folder: the fields, the env id,
+    and what the env's canvas can take. ``hardattn compare`` runs it on every config of its
+    matrix before training any. Returns ``cfg``.
+
+    Raises:
+        ValueError: naming the flag, its value and the fix.
+    """
+    cfg.validate(registered_ids(cfg.agent))
+    _check_canvas(cfg)
+    return cfg
+
+
 def _check_data(cfg: TrainConfig) -> None:
     """Image agents: MNIST must load (from disk, or downloaded) before the run folder exists,
     so a missing data set leaves no dead folder behind. The read is cached for the env."""
@@ -139,8 +152,7 @@ class Run:
                                          "progress": cfg.progress})
             self.dir = path.parent.parent
             print(f"hardattn: resuming from {path} (update {self.state['update']})")
-        cfg.validate(registered_ids(cfg.agent))
-        _check_canvas(cfg)
+        preflight(cfg)
         _check_data(cfg)
         self.cfg = cfg
         # --init-from: read the weights now, so a bad path fails before the run folder exists.

@@ -7,8 +7,10 @@ with a message naming the field, the value and the accepted range.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +20,6 @@ AGENTS = ("reinforce", "actor-critic", "sb3-ppo", "sb3-recurrent-ppo", "soft-gli
 # Agents of the memory-read envs (CopyMemory-v0, AssociativeRecall-v0; agents/memory_readers.py).
 MEMORY_AGENTS = ("hard-read", "hard-read-ac", "soft-read", "memoryless", "sab")
 HARD_READERS = ("hard-read", "hard-read-ac")  # the memory agents trained by REINFORCE
-READ_SCORES = ("dot", "scaled", "general", "additive", "concat")
 # Agents trained end to end by backprop on canvases (no env, no REINFORCE).
 SOFT_AGENTS = ("soft-glimpse", "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp")
 LOCATION_AGENTS = ("soft-glimpse", "reparam-glimpse", "draw")  # a location learned by backprop
@@ -35,9 +36,15 @@ def with_legacy_values(recorded: dict) -> dict:
             out[name] = value
     return out
 
-SCORES = ("dot", "scaled", "general", "additive")
-BASELINES = ("none", "ema", "learned", "loo", "optimal")
 IMAGES_PER_EPOCH = 50_000  # the training split
+
+
+@functools.cache
+def _literal_fields() -> dict[str, tuple]:
+    """``{field: its allowed values}`` for every ``Literal``-typed field of ``TrainConfig``."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(TrainConfig)
+            if typing.get_origin(hints[f.name]) is Literal}
 
 
 @dataclass(frozen=True)
@@ -262,6 +269,10 @@ class TrainConfig:
                  f"--{name.replace('_', '-')}={v!r} must be an integer >= {lo}")
 
         need(self.agent in AGENTS, f"--agent={self.agent!r} is not one of {AGENTS}")
+        for name, choices in _literal_fields().items():
+            value = getattr(self, name)
+            need(value in choices, f"--{name.replace('_', '-')}={value!r} is not one of "
+                 f"{choices}")
         if registered is not None:
             need(self.env_id in registered,
                  f"--env={self.env!r} is not registered; registered ids: {sorted(registered)}")
@@ -308,10 +319,14 @@ class TrainConfig:
              f"{self.samples_per_image}")
         need(self.baseline != "loo" or self.samples_per_image >= 2,
              f"--baseline loo needs --samples-per-image >= 2 (got {self.samples_per_image})")
-        need(self.agent not in ("actor-critic", "hard-read-ac")
-             or self.baseline in ("learned", "none"),
-             f"--agent {self.agent} uses its critic as baseline; --baseline={self.baseline!r} "
+        # hard-read-ac also trains without a critic (--baseline none, an ablation);
+        # actor-critic's loss always uses its critic.
+        need(self.agent != "actor-critic" or self.baseline == "learned",
+             f"--agent actor-critic uses its critic as baseline; --baseline={self.baseline!r} "
              f"is for --agent reinforce (leave it at 'learned')")
+        need(self.agent != "hard-read-ac" or self.baseline in ("learned", "none"),
+             f"--agent hard-read-ac uses its critic as baseline (or none); "
+             f"--baseline={self.baseline!r} is for --agent hard-read (leave it at 'learned')")
         need(self.entropy_coef == 0 or self.std_schedule == "learned"
              or self.agent.startswith("sb3-") or self.agent in HARD_READERS,
              f"--entropy-coef={self.entropy_coef} has no effect unless --std-schedule learned")
@@ -319,15 +334,10 @@ class TrainConfig:
              f"--eval-size={self.eval_size} must be a multiple of --eval-batch={self.eval_batch}")
         need(self.test_size % min(self.eval_batch, self.test_size) == 0,
              f"--test-size={self.test_size} must be a multiple of --eval-batch={self.eval_batch}")
-        need(self.score in SCORES, f"--score={self.score!r} is not one of {SCORES}")
-        need(self.location_grad in ("head", "core"),
-             f"--location-grad={self.location_grad!r} is not one of ('head', 'core')")
         need(self.location_grad == "head" or self.agent in LOCATION_AGENTS,
              f"--location-grad={self.location_grad} is for --agent "
              f"{', '.join(LOCATION_AGENTS)}; --agent {self.agent} has no differentiable "
              f"location (leave it at 'head')")
-        need(self.precision in ("fp32", "bf16"),
-             f"--precision={self.precision!r} is not one of ('fp32', 'bf16')")
         need(self.precision == "fp32" or self.agent in ("reinforce", "actor-critic"),
              f"--precision={self.precision} is for --agent reinforce or actor-critic; "
              f"--agent {self.agent} trains in fp32 (leave --precision at fp32)")
@@ -343,8 +353,6 @@ class TrainConfig:
         need(self.agent not in SOFT_AGENTS or self.samples_per_image == 1,
              f"--samples-per-image={self.samples_per_image} is for the REINFORCE agents; "
              f"--agent {self.agent} is trained by backprop (leave it at 1)")
-        need(self.read_score in READ_SCORES,
-             f"--read-score={self.read_score!r} is not one of {READ_SCORES}")
         for name in ("memory_T", "eval_T"):
             if getattr(self, name) is not None:
                 positive_int(name)
@@ -363,8 +371,6 @@ class TrainConfig:
                                     and self.samples_per_image == 1),
              f"--rb-top-k={self.rb_top_k} is for --agent hard-read with --gamma 0, --baseline "
              f"none or learned and --samples-per-image 1")
-        need(self.time_code in ("absolute", "none"),
-             f"--time-code={self.time_code!r} is not one of absolute, none")
         need(self.agent in MEMORY_AGENTS or self.time_code == "absolute",
              f"--time-code={self.time_code!r} is for the memory agents {MEMORY_AGENTS}")
         need(self.agent in MEMORY_AGENTS or (self.memory_T is None and self.eval_T is None),
@@ -373,8 +379,6 @@ class TrainConfig:
              or self.samples_per_image == 1,
              f"--samples-per-image={self.samples_per_image} is for the REINFORCE agents; "
              f"--agent {self.agent} is trained by backprop (leave it at 1)")
-        need(self.agent not in MEMORY_AGENTS or self.core in ("rnn", "gru", "lstm"),
-             f"--core={self.core!r} must be rnn, gru or lstm")
         need(self.init_from is None or not self.agent.startswith("sb3-"),
              f"--init-from is not supported by --agent {self.agent} (Stable-Baselines3 keeps "
              f"its own model files); leave --init-from out")

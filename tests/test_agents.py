@@ -257,6 +257,15 @@ def test_nonfinite_loss_is_not_applied(tmp_path):
     (dict(entropy_coef=0.1), "entropy-coef"),
     (dict(agent="soft-glimpse", precision="bf16"), "--precision=bf16 is for --agent reinforce"),
     (dict(precision="fp16"), "--precision='fp16' is not one of"),
+    # Every Literal field is checked, not only those tyro parses: compare --overrides and
+    # from_dict (--resume, --from-run) pass strings straight through.
+    (dict(baseline="Optimal"), "--baseline='Optimal' is not one of"),
+    (dict(std_schedule="cosine"), "--std-schedule='cosine' is not one of"),
+    (dict(on_nonfinite="Skip"), "--on-nonfinite='Skip' is not one of"),
+    (dict(first_glimpse="centre"), "--first-glimpse='centre' is not one of"),
+    (dict(core="transformer"), "--core='transformer' is not one of"),
+    # actor-critic's critic is its baseline: "none" was accepted and silently ignored.
+    (dict(agent="actor-critic", baseline="none"), "--baseline='none'"),
 ])
 def test_invalid_configs_fail_before_training(tmp_path, kw, field):
     from hardattn.agents.run import registered_ids

@@ -121,10 +121,18 @@ def test_compare_resumes_an_interrupted_run_and_retrains_only_it(data_root, tmp_
     (dict(overrides=("reinforce.samples_per_image=4",)), r"samples_per_image.*canvases"),
     (dict(overrides=("soft-glimpse.lr=0.01",)), r"'lr'.*--lr"),
     (dict(overrides=("mlp.run_dir=/tmp/x",)), r"'run_dir'.*--out"),
+    # The learning-rate schedule is shared: for every agent or none (results.md names one).
+    (dict(overrides=("mlp.lr_decay=false",)), r"'lr_decay'.*every agent"),
+    # Every config is checked up front, env-level checks included: these failed only when
+    # that agent's first run started, after the agents before it had trained.
+    (dict(agents="reinforce,mlp", overrides=OVERRIDES + ("mlp.augment_shift=28",)),
+     "--augment-shift=28"),
+    (dict(agents="reinforce,mlp", overrides=OVERRIDES + ("mlp.patch=0",)), "patch=0"),
+    (dict(overrides=OVERRIDES + ("baseline=Optimal",)), "--baseline='Optimal'"),
     (dict(seeds=0), "--seeds"),
     (dict(eval_size=150), "eval-size"),
 ])
-def test_bad_compare_configs_fail_before_training(tmp_path, kw, match):
+def test_bad_compare_configs_fail_before_training(data_root, tmp_path, kw, match):
     from hardattn.agents.compare import compare
 
     with pytest.raises(ValueError, match=match):
@@ -259,3 +267,34 @@ def test_wall_time_survives_a_session_whose_timing_was_never_written(data_root, 
     compare(cfg)
     rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
     assert float(rows[0]["wall_s_mean"]) == pytest.approx(report_wall, abs=1e-3)  # csv: 4 d.p.
+
+
+def test_results_name_the_learning_rate_schedule(data_root, tmp_path):
+    from hardattn.agents.compare import compare
+
+    compare(tiny(tmp_path, agents="mlp", seeds=1, overrides=OVERRIDES + ("lr_decay=false",)))
+    md = (tmp_path / "cmp" / "results.md").read_text()
+    assert "lr 0.001, constant)" in md and "cosine" not in md
+
+
+def test_benchmark_json_reports_the_wall_time_of_results_md(data_root, tmp_path):
+    # Regression: results.md took max(compare_time.json, report), the JSON compare_time.json
+    # alone, so a session lost to SIGKILL halved the JSON's wall time (and doubled images/s).
+    from hardattn.agents.compare import benchmark
+
+    argv = ["--agents", "mlp", "--seeds", "1", "--budget-images", "256", "--eval-every", "1",
+            "--eval-size", "100", "--test-size", "100", "--threads", "1",
+            "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res"),
+            "--overrides", "fc_hidden=16"]
+    benchmark("mnist28", 256, argv)
+    run = tmp_path / "runs" / "mlp__seed0"
+    report_wall = json.loads((run / "report.json").read_text())["wall_s"]
+    (run / "compare_time.json").write_text(json.dumps({"wall_s": 1e-6, "sessions": 1}))
+    benchmark("mnist28", 256, argv)
+    rows = json.loads((tmp_path / "res" / "compare_mnist28.json").read_text())["results"]
+    wall = next(r for r in rows if r["metric"] == "wall_s")
+    ips = next(r for r in rows if r["metric"] == "images_per_s")
+    assert wall["value"] == pytest.approx(report_wall)
+    assert ips["value"] == pytest.approx(256 / report_wall)
+    md_rows = list(csv.DictReader(open(tmp_path / "res" / "compare_mnist28" / "results.csv")))
+    assert float(md_rows[0]["wall_s_mean"]) == pytest.approx(wall["value"], abs=1e-3)
