@@ -63,6 +63,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     if train_cfg.agent in SOFT_AGENTS:
         return _evaluate_backprop(cfg, path, state, train_cfg)
     if train_cfg.agent in MEMORY_AGENTS:
+        batch = min(train_cfg.eval_batch, cfg.n)
+        if cfg.n % batch:  # its episodes are drawn batch by batch from the seeded env
+            raise ValueError(f"--n={cfg.n} must be a multiple of {batch} for this memory run "
+                             f"(its evaluation batch, --eval-batch of training); use "
+                             f"--n {cfg.n // batch * batch or batch}")
         return _evaluate_memory(cfg, path, state, train_cfg)
     train_cfg = TrainConfig.from_dict({**train_cfg.to_dict(),
                                        "eval_batch": min(train_cfg.eval_batch, cfg.n)})

@@ -131,6 +131,9 @@ class Evaluator:
         self.first = data.fixed_first_locs(n) if cfg.first_glimpse == "random" else None
         self.batch = min(cfg.eval_batch, n)
         self.env = make_env(cfg, device, self.batch, split=split)
+        # hardattn eval --n need not be a multiple of the batch: the rest gets an env of its own.
+        self.tail_env = make_env(cfg, device, n % self.batch, split=split) \
+            if n % self.batch else None
         self.split, self.n = split, n
 
     @torch.no_grad()
@@ -140,7 +143,9 @@ class Evaluator:
         that many stochastic glimpse paths with location std ``std`` (off by default)."""
         was_training = model.training
         model.eval()
-        self.env.reset(seed=seed)
+        for env in (self.env, self.tail_env):
+            if env is not None:
+                env.reset(seed=seed)
         gen = torch.Generator(device=self.env.device).manual_seed(seed)
         correct, locs = 0, []
         for start in range(0, self.n, self.batch):
@@ -148,9 +153,10 @@ class Evaluator:
             options = {"canvases": (self.images[sl], self.labels[sl])}
             if self.first is not None:
                 options["first_locs"] = self.first[sl]
+            env = self.env if start + self.batch <= self.n else self.tail_env
             probs = 0.0
             for _ in range(mc_samples):
-                ro = rollout(model, self.env, std, gen, deterministic=mc_samples == 1,
+                ro = rollout(model, env, std, gen, deterministic=mc_samples == 1,
                              options=options)
                 probs = probs + ro.logits.softmax(1)
             correct += int((probs.argmax(1) == ro.labels).sum())

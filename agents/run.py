@@ -148,8 +148,17 @@ class Run:
         if cfg.resume:
             self.state, path = ckpt.load_latest(cfg.resume)
             stored = TrainConfig.from_dict(self.state["config"])
+            # What may differ on resume (benchmarking.FREE_FIELDS) comes from the caller.
+            device = stored.device if cfg.device == "auto" else cfg.device
+            if resolve_device(device).type != resolve_device(stored.device).type:
+                raise ValueError(
+                    f"--device={cfg.device!r}: {path} was trained with --device "
+                    f"{stored.device!r}, and a run resumes on that kind of device (its random "
+                    f"streams are per device). Resume it there, or start a new run from its "
+                    f"weights with --init-from {path}")
             cfg = TrainConfig.from_dict({**stored.to_dict(), "resume": cfg.resume,
-                                         "progress": cfg.progress})
+                                         "progress": cfg.progress, "threads": cfg.threads,
+                                         "device": device})
             self.dir = path.parent.parent
             print(f"hardattn: resuming from {path} (update {self.state['update']})")
         preflight(cfg)

@@ -78,6 +78,16 @@ class TrainerState:
             b.load_state_dict(s["baselines"][k])
         self.best, self.nonfinite = dict(s["best"]), s["nonfinite"]
         self.elapsed_before = float(s.get("elapsed_s", 0.0))  # absent in older checkpoints
-        if not (self.run.ckpt_dir / "best.pt").exists():  # lost: selection restarts from here
+        best_file = self.run.ckpt_dir / "best.pt"
+        if not best_file.exists():  # lost: selection restarts from here
             self.best = {"error": math.inf, "update": -1}
+        else:
+            # best.pt can be newer than this checkpoint (the run died between them). It holds
+            # a model the abandoned updates validated; keep it as the best so far, so the
+            # report names the model it tests even if the resumed updates never beat it
+            # (bit-identical on CPU: there they score the same model again, and only a
+            # strictly lower error replaces it).
+            held = ckpt.load_checkpoint(best_file)
+            if held.get("update", -1) > self.best["update"] and "val" in held:
+                self.best = {"error": float(held["val"]["error"]), "update": held["update"]}
         ckpt.set_rng_state(s["rng"])

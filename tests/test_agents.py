@@ -334,3 +334,51 @@ def test_resume_dispatches_to_the_recorded_agent(data_root, tmp_path):
     train(cfg)
     resume = TrainConfig(resume=str(tmp_path / "run"))  # agent flag left at its default
     assert stored_agent(resume) == "actor-critic"
+
+
+def test_resume_reports_the_model_best_pt_holds(data_root, tmp_path):
+    # A run killed after a later best.pt than its last checkpoint: best.pt comes from the
+    # abandoned updates. Where the resumed updates never beat the checkpoint's best (a GPU
+    # is not bit-reproducible), that best.pt was tested while the report named the
+    # checkpoint's best update and error. The report must describe the model it tests.
+    from hardattn.agents.run import train
+
+    full = tiny(tmp_path / "full")
+    train(full)
+    run = tmp_path / "full" / "run"
+    ck = run / "checkpoints"
+    state = ckpt.load_checkpoint(ck / "ckpt_00000002.pt")
+    state["best"] = {"error": -0.5, "update": 2}  # nothing the resumed updates score beats it
+    ckpt.save_checkpoint(ck / "ckpt_00000002.pt", state)
+    best = ckpt.load_checkpoint(ck / "best.pt")
+    best.update(update=4, val={"error": -1.0})  # found after update 2, then the run died
+    ckpt.save_checkpoint(ck / "best.pt", best)
+    for p in ck.glob("ckpt_*.pt"):
+        if p.name != "ckpt_00000002.pt":
+            p.unlink()
+    (run / "report.json").unlink()
+    report = train(dataclasses.replace(full, resume=str(ck / "ckpt_00000002.pt"), run_dir=None))
+    tested = ckpt.load_checkpoint(ck / "best.pt")
+    assert (report["best_update"], report["val_error_pct"]) == (4, -1.0)
+    assert (tested["update"], tested["val"]["error"]) == (4, -1.0)
+
+
+def test_resume_takes_the_callers_threads_and_names_a_device_change(data_root, tmp_path):
+    # check_run_settings lets threads and device differ on reuse; resume ignored both.
+    from hardattn.agents.run import Run, train
+
+    full = tiny(tmp_path, threads=0, total_images=16 * 3)
+    train(full)
+    resume = dataclasses.replace(full, resume=str(tmp_path / "run"), run_dir=None, threads=1)
+    threads = torch.get_num_threads()
+    try:
+        with Run(resume) as run:
+            assert run.cfg.threads == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    path = ckpt.periodic_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    state = ckpt.load_checkpoint(path)
+    state["config"]["device"] = "cuda"  # as if trained on a GPU
+    ckpt.save_checkpoint(path, state)
+    with pytest.raises(ValueError, match=r"--device='cpu'.*trained with --device 'cuda'"):
+        Run(dataclasses.replace(resume, resume=str(path)))

@@ -114,3 +114,18 @@ def test_vec_env_first_locs_option(data_root):
     centre = make_vec("hardattn/GlimpseMNIST-v0", 4, first_glimpse="center").unwrapped
     with pytest.raises(ValueError, match="first_glimpse='random'"):
         centre.reset(options={"first_locs": locs})
+
+
+@pytest.mark.parametrize("first_glimpse", ["random", "center"])
+def test_hard_evaluator_scores_a_last_partial_batch(data_root, first_glimpse):
+    # hardattn eval --n 150 on a run evaluated in batches of 100 crashed on the last 50.
+    from hardattn.agents.ram_common import Evaluator, make_model
+
+    def score(eval_batch: int) -> dict:
+        cfg = TrainConfig(**{**CFG, "first_glimpse": first_glimpse, "eval_size": 150,
+                             "test_size": 150}, agent="reinforce", eval_batch=eval_batch)
+        ev = Evaluator(cfg, torch.device("cpu"), "val", 150)
+        torch.manual_seed(0)
+        return ev(make_model(cfg, ev.env))
+
+    assert score(100)["accuracy"] == score(150)["accuracy"] == score(50)["accuracy"]

@@ -506,3 +506,14 @@ def test_time_code_none_hides_the_clock_and_keeps_the_shapes(tmp_path):
     assert not torch.equal(clocked.address_logits(h, 3, keys), clocked.address_logits(h, 50, keys))
     with pytest.raises(ValueError, match="--time-code='none' is for the memory agents"):
         TrainConfig(agent="reinforce", time_code="none").validate()
+
+
+def test_hardattn_eval_n_must_fill_the_memory_batches(tmp_path):
+    # The memory episodes are drawn batch by batch: a last partial batch was silently dropped
+    # while the report still said n episodes.
+    from hardattn.agents.evaluate import EvalConfig, evaluate
+    from hardattn.agents.run import train
+
+    train(tiny(tmp_path))
+    with pytest.raises(ValueError, match=r"--n=12 .* multiple of 8"):
+        evaluate(EvalConfig(checkpoint=str(tmp_path / "run"), n=12, device="cpu"))
