@@ -151,16 +151,25 @@ def test_bench_is_a_command():
 def test_time_to_accuracy_rows_per_config_variant(data_root, tmp_path):
     path = bench(BenchConfig(presets="", batch_size=8, device="cpu", threads=1,
                              time_to_accuracy_s=0.5, out=str(tmp_path),
+                             time_to_accuracy_eval_size=300,
                              time_to_accuracy_variants=("default", "scales=2,augment_shift=1")))
     rows = [r for r in json.loads(path.read_text())["results"]
             if r["metric"] == "seconds_to_val_acc"]
     got = {(r["labels"]["config"], r["labels"]["target"]) for r in rows}
     assert got == {(c, t) for c in ("default", "scales=2,augment_shift=1") for t in (95, 97, 99)}
     for r in rows:
-        assert r["config"]["epochs"] == 100.0
+        assert r["config"]["epochs"] == 100.0 and r["config"]["eval_size"] == 300
         tuned = r["labels"]["config"] != "default"
         assert (r["config"].get("scales"), r["config"].get("augment_shift")) == \
             ((2, 1) if tuned else (None, None))
+
+
+@pytest.mark.parametrize("n", [0, 10_001, 2.5])
+def test_bad_time_to_accuracy_eval_size_fails_before_any_timing(tmp_path, n):
+    with pytest.raises(ValueError, match=f"--time-to-accuracy-eval-size={n!r}"):
+        bench(BenchConfig(presets="mnist28", device="cpu", time_to_accuracy_s=1.0,
+                          out=str(tmp_path), time_to_accuracy_eval_size=n))
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("variant,named", [("scales=two", "scales='two'"),
