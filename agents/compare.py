@@ -160,7 +160,8 @@ def compare(cfg: CompareConfig) -> dict:
     rows = [summarise(a, runs[a], analyses[a]) for a in agents]
     rescored = {a: sum("val_canvas_set_version" in r["report"] for r in rs)
                 for a, rs in runs.items()}
-    write_tables(rows, cfg, results, str(runs[agents[0]][0]["report"]["device"]), rescored)
+    devices = sorted({str(r["report"]["device"]) for rs in runs.values() for r in rs})
+    write_tables(rows, cfg, results, " and ".join(devices), rescored)  # runs can mix devices
     plot_learning_curves({a: [eval_curve(r["run_dir"]) for r in rs] for a, rs in runs.items()},
                          results / "learning_curves.png")
     plot_glimpses(analyses, {a: [r["report"]["val_error_pct"] for r in rs]

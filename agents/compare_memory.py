@@ -153,7 +153,8 @@ def memory_report(cfg, runs: dict[str, list[dict]], results: Path,
     analyses = {a: analyse_reads(rs[0]["run_dir"], device, max(cfg.show, 8))
                 for a, rs in runs.items()}
     rows = [summarise(a, rs, analyses[a]) for a, rs in runs.items()]
-    write_tables(rows, cfg, results, str(next(iter(runs.values()))[0]["report"]["device"]))
+    devices = sorted({str(r["report"]["device"]) for rs in runs.values() for r in rs})
+    write_tables(rows, cfg, results, " and ".join(devices))  # runs can mix devices
     plot_learning_curves({a: [eval_curve(r["run_dir"]) for r in rs] for a, rs in runs.items()},
                          results / "learning_curves.png", unit="episodes")
     plot_reads(analyses, results / "reads.png")
