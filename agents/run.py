@@ -148,8 +148,11 @@ class Run:
         if cfg.resume:
             self.state, path = ckpt.load_latest(cfg.resume)
             stored = TrainConfig.from_dict(self.state["config"])
-            # What may differ on resume (benchmarking.FREE_FIELDS) comes from the caller.
+            # What may differ on resume (benchmarking.FREE_FIELDS) comes from the caller where
+            # given; left at its default, the run's own (the thread count changes the float
+            # sums, and `--resume RUN` alone must continue bit for bit).
             device = stored.device if cfg.device == "auto" else cfg.device
+            threads = stored.threads if cfg.threads == 0 else cfg.threads
             if resolve_device(device).type != resolve_device(stored.device).type:
                 raise ValueError(
                     f"--device={cfg.device!r}: {path} was trained with --device "
@@ -157,7 +160,7 @@ class Run:
                     f"streams are per device). Resume it there, or start a new run from its "
                     f"weights with --init-from {path}")
             cfg = TrainConfig.from_dict({**stored.to_dict(), "resume": cfg.resume,
-                                         "progress": cfg.progress, "threads": cfg.threads,
+                                         "progress": cfg.progress, "threads": threads,
                                          "device": device})
             self.dir = path.parent.parent
             print(f"hardattn: resuming from {path} (update {self.state['update']})")
