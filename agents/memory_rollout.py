@@ -90,7 +90,11 @@ def rollout(model: MemoryReader, env, noise: torch.Generator | None, greedy: boo
         if model.mode == "sab":
             soft_read = None  # no read unless this is an attention step
             if t % model.k_att == 0:
-                scores = model.address_logits(h, t, torch.stack(keys, 1))  # (B, M)
+                # This read enters step t + 1. Where that step truncates, its query must not
+                # carry the gradient back into h either, or the read path undoes the
+                # truncation (full BPTT at k_att=1); keys, values and scorer still learn.
+                query = h.detach() if (t + 1) % model.k_trunc == 0 else h
+                scores = model.address_logits(query, t, torch.stack(keys, 1))  # (B, M)
                 k = min(model.k_top, scores.shape[1])
                 top = scores.topk(k, dim=-1).indices
                 mask = torch.full_like(scores, float("-inf")).scatter(1, top, 0.0)

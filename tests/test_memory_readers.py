@@ -327,6 +327,37 @@ def test_sab_reads_sparsely_and_truncates(tmp_path, core):
     assert float(model.key.weight.grad.abs().sum()) > 0  # backtracking reaches the cells
 
 
+@pytest.mark.parametrize("k_att", [1, 3])
+@pytest.mark.parametrize("core", ["gru", "lstm"])
+def test_sab_truncation_stops_every_gradient_path_through_the_controller(tmp_path, k_att,
+                                                                         core):
+    # Regression: with k_att=1 the read fed into a truncation step was scored with the
+    # previous state as query, so the gradient crossed every boundary through it (full BPTT).
+    from hardattn.agents import memory_readers as mr
+
+    k_trunc = 5  # the last window of the 25 steps: 20 .. 24, with reads in it for k_att 1, 3
+    cfg = tiny(tmp_path, agent="sab", core=core, sab_k_top=2, sab_k_att=k_att,
+               sab_k_trunc=k_trunc)
+    env, model = env_and_model(cfg)
+    hs = []
+    advance = model.advance
+
+    def recording(*args):
+        h, state = advance(*args)
+        h.retain_grad()
+        hs.append(h)
+        return h, state
+
+    model.advance = recording
+    ro = mr.rollout(model, env, None, seed=0)
+    ro.logits[-1].sum().backward()  # the output of the last step, L - 1
+    L = len(hs)
+    last_cut = (L - 1) // k_trunc * k_trunc  # the last step whose incoming state is detached
+    reached = [t for t, h in enumerate(hs) if h.grad is not None and bool(h.grad.abs().sum())]
+    assert reached == list(range(last_cut, L))
+    assert float(model.key.weight.grad.abs().sum()) > 0  # the reads still train the keys
+
+
 def test_sab_with_k_top_covering_memory_equals_soft_read(tmp_path):
     from hardattn.agents import memory_readers as mr
 
