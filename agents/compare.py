@@ -59,8 +59,7 @@ from pathlib import Path
 
 import torch
 
-from hardattn import checkpoint as ckpt
-from hardattn.benchmarking import check_run_settings, process_commit
+from hardattn.benchmarking import check_run_settings, process_commit, resume_fields
 from hardattn.config import TrainConfig
 
 from . import soft_common as sc
@@ -102,12 +101,8 @@ def ensure_run(cfg: TrainConfig) -> dict:
     report_file = run_dir / "report.json"
     trained = False
     if not report_file.exists():
-        if ckpt.periodic_checkpoints(run_dir / "checkpoints"):
-            cfg = dataclasses.replace(cfg, resume=str(run_dir))
-        elif run_dir.is_dir():  # started but never checkpointed: it starts over
-            for stale in [*run_dir.glob("events.out.tfevents.*"), timing,
-                          run_dir / "compare_analysis.json"]:
-                stale.unlink(missing_ok=True)
+        # Resumed from its checkpoint, or started over (its old timing and analysis go too).
+        cfg = dataclasses.replace(cfg, **resume_fields(run_dir))
         t0 = time.perf_counter()
         try:
             train(cfg)

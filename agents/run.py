@@ -103,6 +103,17 @@ def _check_canvas(cfg: TrainConfig) -> None:
                          f"is the usual amount")
 
 
+def _held_run(folder: Path) -> str | None:
+    """What of a run ``folder`` holds already (None: nothing, a new run may start there).
+
+    A new run in an old folder would keep the old run's higher-numbered checkpoints (pruning
+    deletes the new ones) and mix both runs' TensorBoard events.
+    """
+    held = [name for name in ("config.json", "report.json", "checkpoints")
+            if (folder / name).exists()]
+    return ", ".join(held) or None
+
+
 def preflight(cfg: TrainConfig) -> TrainConfig:
     """Every check of a config that needs no data and no run folder: the fields, the env id,
     and what the env's canvas can take. ``hardattn compare`` runs it on every config of its
@@ -187,9 +198,13 @@ class Run:
             torch.use_deterministic_algorithms(True)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         if self.state is None:
-            self.dir = Path(distributed.broadcast_object(
-                str(cfg.run_dir) if cfg.run_dir else
-                str(Path("runs") / run_name(cfg.env_id, cfg.agent, cfg.seed))))
+            name = str(cfg.run_dir) if cfg.run_dir else \
+                str(Path("runs") / run_name(cfg.env_id, cfg.agent, cfg.seed))
+            name, held = distributed.broadcast_object((name, _held_run(Path(name))))
+            if held:  # rank 0 looked: every rank raises
+                raise ValueError(f"--run-dir={name!r} already holds a run ({held}); continue "
+                                 f"it with --resume {name}, or give another --run-dir")
+            self.dir = Path(name)
             if self.main:
                 self.dir.mkdir(parents=True, exist_ok=True)
                 self._write_record()

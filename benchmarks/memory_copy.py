@@ -54,7 +54,7 @@ from pathlib import Path
 import torch
 
 from hardattn.agents.memory_common import READER_SETTINGS, reader_settings
-from hardattn.benchmarking import check_run_settings, result, write_results
+from hardattn.benchmarking import check_run_settings, result, resume_fields, write_results
 from hardattn.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,9 +98,7 @@ def train_seed(base: dict, seed: int, run_dir: Path) -> dict:
     check_run_settings(run_dir, TrainConfig(**fields).to_dict())
     if report_file.exists():
         return json.loads(report_file.read_text())
-    ckpts = run_dir / "checkpoints"
-    if ckpts.is_dir() and any(ckpts.glob("ckpt_*.pt")):
-        fields["resume"] = str(run_dir)
+    fields.update(resume_fields(run_dir))  # resume, or start over
     from hardattn.agents.run import train
 
     return train(TrainConfig(**fields))

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import torch
 
-from hardattn.benchmarking import check_run_settings, result, run_commit, write_results
+from hardattn.benchmarking import (
+    check_run_settings,
+    result,
+    resume_fields,
+    run_commit,
+    write_results,
+)
 from hardattn.config import TrainConfig
 from hardattn.envs.glimpse_task import PRESET_DEFAULTS
 
@@ -74,9 +80,7 @@ def main(preset: str, env: str, defaults: dict, argv: list[str] | None = None) -
 
                 reports.append(rescore_report(run_dir, args.device))
                 continue
-            ckpts = run_dir / "checkpoints"
-            if ckpts.is_dir() and any(ckpts.glob("ckpt_*.pt")):
-                fields["resume"] = str(run_dir)
+            fields.update(resume_fields(run_dir))  # resume, or start over
             cfg = TrainConfig(**fields)
             from hardattn.agents.run import train
 

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,6 +132,21 @@ def run_commit(run_dir: Path | str) -> str | None:
     """
     meta = Path(run_dir) / "meta.json"
     return json.loads(meta.read_text()).get("git_commit") if meta.exists() else None
+
+
+def resume_fields(run_dir: Path | str) -> dict[str, str]:
+    """How a benchmark continues an unfinished run folder: ``{"resume": run_dir}`` when it has
+    a periodic checkpoint; else ``{}``, after deleting what a run that never checkpointed left
+    there (config, events: nothing to resume, and ``train`` refuses a folder holding a run).
+    """
+    from hardattn import checkpoint as ckpt
+
+    run_dir = Path(run_dir)
+    if ckpt.periodic_checkpoints(run_dir / "checkpoints"):
+        return {"resume": str(run_dir)}
+    if run_dir.is_dir():
+        shutil.rmtree(run_dir)
+    return {}
 
 
 def check_run_settings(run_dir: Path | str, want: dict[str, Any],

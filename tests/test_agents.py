@@ -382,3 +382,18 @@ def test_resume_takes_the_callers_threads_and_names_a_device_change(data_root, t
     ckpt.save_checkpoint(path, state)
     with pytest.raises(ValueError, match=r"--device='cpu'.*trained with --device 'cuda'"):
         Run(dataclasses.replace(resume, resume=str(path)))
+
+
+def test_a_run_dir_that_holds_a_run_is_refused_without_resume(data_root, tmp_path):
+    # Regression: a second run in the same --run-dir kept the first run's higher-numbered
+    # checkpoints (pruning deleted the new ones) and mixed both runs' TensorBoard events.
+    from hardattn.agents.run import train
+
+    cfg = tiny(tmp_path, total_images=16 * 3)
+    train(cfg)
+    before = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    with pytest.raises(ValueError, match=r"already holds a run.*--resume"):
+        train(dataclasses.replace(cfg, seed=1))
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before  # untouched
+    (tmp_path / "empty").mkdir()  # an existing empty folder is fine
+    train(dataclasses.replace(cfg, run_dir=str(tmp_path / "empty")))
