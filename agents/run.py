@@ -152,13 +152,19 @@ class Run:
             if not recorded.is_file():
                 raise ValueError(f"--from-run={cfg.from_run!r} holds no config.json; give a "
                                  f"run folder written by hardattn train")
-            stored = TrainConfig.from_dict(json.loads(recorded.read_text()))
+            stored = TrainConfig.from_dict(_recorded(json.loads(recorded.read_text()),
+                                                     recorded))
             cfg = TrainConfig.from_dict({**stored.to_dict(), "from_run": None, "resume": None,
                                          "run_dir": cfg.run_dir, "progress": cfg.progress})
             print(f"hardattn: re-running the config of {cfg.from_run or recorded.parent}")
         if cfg.resume:
             self.state, path = ckpt.load_latest(cfg.resume)
-            stored = TrainConfig.from_dict(self.state["config"])
+            if path.parent.name != "checkpoints":  # its run folder would be path/../..
+                raise ValueError(f"--resume={cfg.resume!r}: a checkpoint resumes in its run "
+                                 f"folder (RUN/checkpoints/FILE.pt), and {path} is not in a "
+                                 f"checkpoints/ folder; to train on from its weights in a new "
+                                 f"run, use --init-from {path}")
+            stored = TrainConfig.from_dict(_recorded(self.state.get("config"), path))
             # What may differ on resume (benchmarking.FREE_FIELDS) comes from the caller where
             # given; left at its default, the run's own (the thread count changes the float
             # sums, and `--resume RUN` alone must continue bit for bit).
@@ -330,15 +336,23 @@ def _scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix=f"hardattn_rank{distributed.rank()}_"))
 
 
+def _recorded(config, source: Path) -> dict:
+    """A run's recorded config (``config.json``, a checkpoint's ``"config"``), checked."""
+    if not isinstance(config, dict) or not isinstance(config.get("agent"), str):
+        raise ValueError(f"{str(source)!r} holds no run config (a dict with the agent); give "
+                         f"a run folder or checkpoint written by hardattn train")
+    return config
+
+
 def stored_agent(cfg: TrainConfig) -> str:
     """The agent a run continues with: the recorded one for --resume and --from-run."""
     if cfg.resume:
-        state, _ = ckpt.load_latest(cfg.resume, warn=lambda msg: None)
-        return state["config"]["agent"]
+        state, path = ckpt.load_latest(cfg.resume, warn=lambda msg: None)
+        return _recorded(state.get("config"), path)["agent"]
     if cfg.from_run:
         recorded = Path(cfg.from_run) / "config.json"
         if recorded.is_file():
-            return json.loads(recorded.read_text())["agent"]
+            return _recorded(json.loads(recorded.read_text()), recorded)["agent"]
     return cfg.agent
 
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         out = fn(cfg)
     except KeyboardInterrupt:
         raise SystemExit(f"hardattn {name}: interrupted") from None
-    except (ValueError, FloatingPointError, FileNotFoundError) as exc:  # bad input: one line
+    except (ValueError, FloatingPointError, OSError) as exc:  # bad input, bad path: one line
         raise SystemExit(f"hardattn {name}: error: {exc}") from None
     except Exception as exc:
         from hardattn.checkpoint import CheckpointError

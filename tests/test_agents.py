@@ -397,3 +397,42 @@ def test_a_run_dir_that_holds_a_run_is_refused_without_resume(data_root, tmp_pat
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before  # untouched
     (tmp_path / "empty").mkdir()  # an existing empty folder is fine
     train(dataclasses.replace(cfg, run_dir=str(tmp_path / "empty")))
+
+
+@pytest.mark.parametrize("case", ["run_dir_is_a_file", "from_run_without_agent",
+                                  "from_run_not_a_dict", "checkpoint_without_config",
+                                  "checkpoint_outside_a_run"])
+def test_cli_reports_bad_paths_and_records_in_one_line(data_root, tmp_path, case):
+    args = ["--device", "cpu", "--total-images", "32", "--batch-size", "16"]
+    if case == "run_dir_is_a_file":
+        (tmp_path / "afile").write_text("x")
+        args += ["--run-dir", str(tmp_path / "afile")]
+        named = "afile"
+    elif case.startswith("from_run"):
+        (tmp_path / "old").mkdir()
+        record = {"env": "GlimpseMNIST-v0"} if case == "from_run_without_agent" else [1, 2]
+        (tmp_path / "old" / "config.json").write_text(json.dumps(record))
+        args += ["--from-run", str(tmp_path / "old"), "--run-dir", str(tmp_path / "new")]
+        named = "config.json"
+    elif case == "checkpoint_outside_a_run":
+        # --resume X.pt resumes in X.pt's run folder (../..): here that would be tmp_path's
+        # parent, so the run would write its events and checkpoints there.
+        cfg = tiny(tmp_path, total_images=16 * 3)
+        from hardattn.agents.run import train
+
+        train(cfg)
+        loose = tmp_path / "loose.pt"
+        shutil.copy(ckpt.periodic_checkpoints(tmp_path / "run" / "checkpoints")[-1], loose)
+        args += ["--resume", str(loose)]
+        named = "--init-from"
+    else:
+        (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+        ckpt.save_checkpoint(tmp_path / "old" / "checkpoints" / "ckpt_00000001.pt",
+                             {"update": 1, "model": {}})
+        args += ["--resume", str(tmp_path / "old")]
+        named = "ckpt_00000001.pt"
+    out = subprocess.run([sys.executable, "-m", "hardattn.cli", "train", *args],
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr and named in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
