@@ -47,6 +47,12 @@ class GlimpseEnv(gym.Env):
     ``[-1, 1]`` are clamped to it; NaN or infinite locations, classes outside ``[0, 9]``, wrong
     shapes or dtypes raise ``ValueError``.
 
+    ## Reset options
+    ``options={"canvas": (image, label)}`` starts the episode on a given canvas (``H x W``
+    floats in ``[0, 1]``, label in ``[0, 9]``; evaluation on fixed sets); with
+    ``first_glimpse="random"``, ``options={"first_loc": (x, y)}`` sets the first glimpse
+    instead of drawing it. Anything else raises ``ValueError``.
+
     ## Rewards
     1 on the last step if the class is the digit's label, else 0.
 
@@ -67,8 +73,9 @@ class GlimpseEnv(gym.Env):
     - v0: first release. Since 2026-11-22 glimpse values are the rounded exact means of the
       8-bit levels, not of the float32 pixels: the two differ by at most one unit in the last
       place (about 6e-8), which no learning result can see, so the version is unchanged.
-      Also since then ``GlimpseVecEnv.reset`` accepts ``options={"first_locs": ...}`` (an
-      addition: episodes without it are unchanged).
+      Also since then ``reset`` accepts ``options={"first_loc": ...}`` (``GlimpseVecEnv``:
+      ``"first_locs"``), an addition, and refuses unknown options and given canvases off
+      ``[0, 1]`` or with labels off ``[0, 9]`` (they were accepted, and read wrongly).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
@@ -106,12 +113,24 @@ class GlimpseEnv(gym.Env):
         super().reset(seed=seed)
         # All randomness flows from np_random: the torch generator is re-seeded from it.
         self._gen.manual_seed(int(self.np_random.integers(2**63 - 1)))
-        canvases = None
-        if options and "canvas" in options:  # evaluate on a given canvas: (image, label)
+        options = options or {}
+        unknown = set(options) - {"canvas", "first_loc"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; accepted: 'canvas' "
+                             f"(image, label) and 'first_loc' (x, y)")
+        canvases = first = None
+        if "canvas" in options:  # evaluate on a given canvas: (image, label)
             image, label = options["canvas"]
-            canvases = (torch.as_tensor(image, dtype=torch.float32).reshape(
-                1, 1, self._task.height, self._task.width), torch.as_tensor([int(label)]))
-        self._task.reset(self._gen, canvases=canvases)
+            image = torch.as_tensor(np.asarray(image), dtype=torch.float32)
+            H, W = self._task.height, self._task.width
+            if image.numel() != H * W:
+                raise ValueError(f"the canvas image has shape {tuple(image.shape)}; this env "
+                                 f"reads ({H}, {W}) images")
+            canvases = (image.reshape(1, 1, H, W), torch.as_tensor([int(label)]))
+        if "first_loc" in options:
+            first = torch.as_tensor(np.asarray(options["first_loc"]), dtype=torch.float32)
+            first = first.reshape(1, -1)  # (1, 2); the task checks the shape
+        self._task.reset(self._gen, canvases=canvases, first_locs=first)
         self._started, self._done = True, False
         return self._obs(), {}
 

@@ -286,6 +286,14 @@ class GlimpseTask:
                 raise ValueError(f"canvases must be images {expected} and labels ({n},), got "
                                  f"{tuple(images.shape)} and {tuple(labels.shape)}")
             images, labels = images.to(torch.float32), labels.long()
+            if not bool(((images >= 0) & (images <= 1)).all()):  # also rejects NaN
+                raise ValueError(f"canvas pixels must lie in [0, 1] (got min "
+                                 f"{float(images.min())}, max {float(images.max())}); divide "
+                                 f"8-bit images by 255")
+            bad = labels[(labels < 0) | (labels >= N_CLASSES)]
+            if bad.numel():
+                raise ValueError(f"canvas label {int(bad[0])} is not a class in "
+                                 f"[0, {N_CLASSES - 1}]")
         if rows is not None:
             levels = self.pyramid.levels  # new rows join the batch's table
         elif canvases is None or sensors.on_level_grid(images, EIGHT_BIT):

@@ -610,3 +610,32 @@ def test_sb3_ppo_runs_a_few_hundred_steps_on_cluttered60_multidiscrete():
     assert model.num_timesteps == 256
     action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
     assert env.action_space.contains(action)
+
+
+# ---------------------------------------------------------------- reset options
+
+
+def test_single_env_reset_options_are_checked(data_root):
+    env = make("hardattn/GlimpseMNIST-v0", first_glimpse="random")
+    image = np.zeros((28, 28), np.float32)
+    image[10:18, 10:18] = 1.0
+    obs, _ = env.reset(seed=0, options={"canvas": (image, 3), "first_loc": (0.5, -0.5)})
+    assert np.allclose(obs["loc"], [0.5, -0.5]) and obs["glimpse"].max() <= 1.0
+    bad = [({"canvases": (image, 3)}, "unknown reset option"),  # the vector env's spelling
+           ({"canvas": (image * 255, 3)}, r"\[0, 1\]"),  # 8-bit values, not n / 255
+           ({"canvas": (image, 42)}, "label 42"),
+           ({"canvas": (np.zeros((60, 60), np.float32), 3)}, r"\(28, 28\)"),
+           ({"canvas": (image, 3), "first_loc": (2.0, 0.0)}, r"\[-1, 1\]")]
+    for options, match in bad:
+        with pytest.raises(ValueError, match=match):
+            env.reset(options=options)
+
+
+def test_vec_env_given_canvases_are_checked(data_root):
+    env = gym.make_vec("hardattn/GlimpseMNIST-v0", 2).unwrapped
+    images = torch.zeros(2, 1, 28, 28)
+    for canvases, match in [((images + 2, torch.tensor([1, 2])), r"\[0, 1\]"),
+                            ((images, torch.tensor([1, 10])), "label 10"),
+                            ((images * float("nan"), torch.tensor([1, 2])), r"\[0, 1\]")]:
+        with pytest.raises(ValueError, match=match):
+            env.reset(options={"canvases": canvases})
