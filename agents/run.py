@@ -109,8 +109,10 @@ def _held_run(folder: Path) -> str | None:
     A new run in an old folder would keep the old run's higher-numbered checkpoints (pruning
     deletes the new ones) and mix both runs' TensorBoard events.
     """
-    held = [name for name in ("config.json", "report.json", "checkpoints")
+    held = [name for name in ("config.json", "report.json", "checkpoints/best.pt")
             if (folder / name).exists()]
+    held += [p.relative_to(folder).as_posix()
+             for p in ckpt.periodic_checkpoints(folder / "checkpoints")[-1:]]
     return ", ".join(held) or None
 
 

@@ -252,6 +252,13 @@ def train(cfg: TrainConfig) -> dict:
         ckpt.set_rng_state(s["rng"])  # after load: building the policy drew from torch's RNG
         if (run.ckpt_dir / "best.zip").exists():  # else lost: selection restarts from here
             best = dict(s["best"])
+            # best.zip can be newer than this checkpoint (the run died between them): it stays
+            # the best so far, so the report names the model it tests (see TrainerState).
+            held = run.ckpt_dir / "best.json"
+            if held.exists():
+                newer = json.loads(held.read_text())
+                if newer["update"] > best["update"]:
+                    best = {"error": float(newer["error"]), "update": int(newer["update"])}
 
     model.set_logger(SB3Logger(folder=str(run.dir),
                                output_formats=[ImageStepTensorBoard(run.logger.writer, T)]))

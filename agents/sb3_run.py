@@ -7,6 +7,7 @@ loop."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from pathlib import Path
@@ -232,6 +233,9 @@ class RunCallback(BaseCallback):
         if res["error"] < self.best["error"]:
             self.best = {"error": res["error"], "update": update}
             _atomic_save(self.model, self.run.ckpt_dir / "best.zip")
+            # What best.zip holds, for a resume from an older checkpoint (sb3.train).
+            ckpt.atomic_write_text(self.run.ckpt_dir / "best.json",
+                                   json.dumps(self.best, indent=2) + "\n")
 
     def state(self, update: int, snap: dict) -> dict:
         """What ``ckpt_<update>.pt`` holds besides the config: the zip's name, RNG states, best."""

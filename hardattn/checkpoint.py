@@ -31,12 +31,27 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         CheckpointError: the folder is unwritable or the disk is full; the previous file at
             ``path`` (if any) is left intact.
     """
+    return _atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION,
+                                                     **state}, f))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (a side file of a checkpoint, e.g. ``best.json``).
+
+    Raises:
+        CheckpointError: as ``save_checkpoint``.
+    """
+    return _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _atomic_write(path: str | Path, write) -> Path:
+    """``write(file)`` into a temporary file, fsync, rename over ``path``, fsync the folder."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -274,3 +274,25 @@ def test_recurrent_ppo_learns_mnist28_beyond_chance(data_root, tmp_path):
                         glimpse_hidden=128, what_hidden=128, where_hidden=128,
                         core_hidden=64))
     assert report["val_error_pct"] < 82.0
+
+
+def test_resume_reports_the_model_best_zip_holds(data_root, tmp_path):
+    # As for our agents: best.zip newer than the resumed checkpoint (the run died between
+    # them) is the best so far, so the report names the model it tests.
+    from hardattn import checkpoint as ckpt
+    from hardattn.agents.run import train
+
+    full = tiny(tmp_path, total_images=48, checkpoint_every=1)
+    train(full)
+    ck = tmp_path / "run" / "checkpoints"
+    first = ckpt.periodic_checkpoints(ck)[0]
+    state = ckpt.load_checkpoint(first)
+    state["best"] = {"error": -0.5, "update": state["update"]}  # unbeatable by the resumption
+    ckpt.save_checkpoint(first, state)
+    later = state["update"] + 1
+    (ck / "best.json").write_text(json.dumps({"error": -1.0, "update": later}))
+    for p in ckpt.periodic_checkpoints(ck)[1:]:
+        p.unlink()
+    (tmp_path / "run" / "report.json").unlink()
+    report = train(dataclasses.replace(full, resume=str(first), run_dir=None))
+    assert (report["best_update"], report["val_error_pct"]) == (later, -1.0)
