@@ -213,7 +213,13 @@ def _algorithm(agent: str):
 def train(cfg: TrainConfig) -> dict:
     """Train an SB3 agent (``sb3-ppo`` / ``sb3-recurrent-ppo``); return the final report."""
     check_config(cfg)
-    run = Run(cfg)  # validates, makes or reopens the folder, installs the signal handlers
+    # Run validates, makes or reopens the folder and installs the signal handlers; leaving
+    # the block restores them, also when training raises.
+    with Run(cfg) as run:
+        return _train(run)
+
+
+def _train(run: Run) -> dict:
     cfg, dev = run.cfg, run.device
     check_config(cfg)  # the stored config of a resumed run
     venv, recorders = make_train_env(cfg, sb3_sizes(cfg.batch_size, 1)["n_envs"])

@@ -296,3 +296,19 @@ def test_resume_reports_the_model_best_zip_holds(data_root, tmp_path):
     (tmp_path / "run" / "report.json").unlink()
     report = train(dataclasses.replace(full, resume=str(first), run_dir=None))
     assert (report["best_update"], report["val_error_pct"]) == (later, -1.0)
+
+
+def test_a_failing_sb3_run_gives_the_signal_handlers_back(data_root, tmp_path, monkeypatch):
+    import signal
+
+    from hardattn.agents import sb3
+
+    before = signal.getsignal(signal.SIGINT)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sb3, "make_train_env", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        sb3.train(tiny(tmp_path))
+    assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C works again
