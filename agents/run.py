@@ -167,6 +167,11 @@ class Run:
                                  f"checkpoints/ folder; to train on from its weights in a new "
                                  f"run, use --init-from {path}")
             stored = TrainConfig.from_dict(_recorded(self.state.get("config"), path))
+            if self.state["update"] >= stored.n_updates - 1 and \
+                    (path.parent.parent / "report.json").exists():
+                raise ValueError(f"--resume={cfg.resume!r}: that run finished (its report is "
+                                 f"{path.parent.parent / 'report.json'}); to train on from its "
+                                 f"weights, start a new run with --init-from {path}")
             # What may differ on resume (benchmarking.FREE_FIELDS) comes from the caller where
             # given; left at its default, the run's own (the thread count changes the float
             # sums, and `--resume RUN` alone must continue bit for bit).

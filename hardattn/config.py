@@ -350,6 +350,9 @@ class TrainConfig:
         if self.draw_grid is not None:
             positive_int("draw_grid")
             need(self.draw_grid >= 2, f"--draw-grid={self.draw_grid} must be >= 2")
+        elif self.agent == "draw" and self.patch is not None:
+            need(self.patch >= 2, f"--patch={self.patch}: --agent draw reads an N x N grid, "
+                 f"N = --patch unless --draw-grid is given; give --draw-grid >= 2")
         need(self.agent not in SOFT_AGENTS or self.samples_per_image == 1,
              f"--samples-per-image={self.samples_per_image} is for the REINFORCE agents; "
              f"--agent {self.agent} is trained by backprop (leave it at 1)")

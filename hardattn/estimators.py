@@ -193,10 +193,13 @@ def normalize(x: torch.Tensor, mask: torch.Tensor | None = None,
     if mask is not None:
         _check_same("mask", mask, "x", x)
     w = torch.ones_like(x) if mask is None else (mask != 0).to(x.dtype)  # x's shape
+    x = torch.where(w > 0, x, 0.0)  # masked entries may hold anything (NaN, inf)
     count = w.sum().clamp_min(1.0)
     mean = (x * w).sum() / count
     centred = (x - mean) * w
-    std = (centred.square().sum() / count).sqrt()
+    var = centred.square().sum() / count
+    # sqrt's gradient is infinite at 0: take it where var > 0 only (std is 0 there, as before).
+    std = torch.where(var > 0, var, 1.0).sqrt() * (var > 0)
     return centred / (std + eps)
 
 

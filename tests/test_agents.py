@@ -436,3 +436,41 @@ def test_cli_reports_bad_paths_and_records_in_one_line(data_root, tmp_path, case
     assert out.returncode != 0
     assert "Traceback" not in out.stderr and named in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_resuming_a_finished_run_is_refused(data_root, tmp_path):
+    # It re-ran the final test (rewriting report.json with images_per_s 0) and logged the
+    # test picture and hparams a second time.
+    from hardattn.agents.run import train
+
+    cfg = tiny(tmp_path, total_images=16 * 3)
+    train(cfg)
+    report = (tmp_path / "run" / "report.json").read_text()
+    with pytest.raises(ValueError, match=r"finished.*report.json.*--init-from"):
+        train(dataclasses.replace(cfg, resume=str(tmp_path / "run"), run_dir=None))
+    assert (tmp_path / "run" / "report.json").read_text() == report
+
+
+def test_draw_needs_a_grid_of_two_or_more_whichever_flag_sets_it(tmp_path):
+    from hardattn.agents.run import registered_ids
+
+    with pytest.raises(ValueError, match=r"--patch=1.*--draw-grid"):
+        tiny(tmp_path, agent="draw", patch=1).validate(registered_ids())
+
+
+def test_cuda_rng_states_restore_on_a_machine_with_fewer_gpus(monkeypatch):
+    # A checkpoint from an 8-GPU node resumed with one visible GPU: set_rng_state_all raised
+    # IndexError. (Mocked: no GPU is needed to check which states are restored where.)
+    state = {**ckpt.rng_state(), "cuda": ["gpu0", "gpu1", "gpu2"]}
+    set_calls = []
+
+    def set_all(states):  # as torch's: one state per index, whatever the device count
+        if len(states) > 1:
+            raise IndexError("list index out of range")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: set_calls.append((s, i)))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_all)
+    ckpt.set_rng_state(state)
+    assert set_calls == [("gpu0", 0)]

@@ -382,3 +382,15 @@ _R = torch.zeros(T, B)
 def test_shape_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_normalize_ignores_masked_values_and_has_finite_gradients():
+    # Masked NaN/inf poisoned every entry; a zero variance gave NaN gradients (sqrt at 0).
+    x = torch.tensor([1.0, 2.0, float("nan"), float("inf")], dtype=torch.float64)
+    mask = torch.tensor([1, 1, 0, 0])
+    torch.testing.assert_close(est.normalize(x, mask), est.normalize_loop(x, mask))
+    for const in (torch.ones(4, dtype=torch.float64), torch.ones(1, dtype=torch.float64)):
+        leaf = const.clone().requires_grad_(True)
+        est.normalize(leaf).sum().backward()
+        assert torch.isfinite(leaf.grad).all()
+        assert torch.equal(est.normalize(const), est.normalize_loop(const))  # zeros, as before
