@@ -116,6 +116,26 @@ def _held_run(folder: Path) -> str | None:
     return ", ".join(held) or None
 
 
+def _set_aside_later(folder: Path, update: int) -> None:
+    """Resuming from an older checkpoint than the run's newest branches the run there: move
+    the later checkpoints (and a later ``best.pt``) into ``superseded_<update>_<time>/``, or
+    pruning would keep them (higher numbers) and delete every new one, and a later
+    ``--resume RUN`` would go back to the abandoned branch."""
+    later = [p for p in ckpt.periodic_checkpoints(folder)
+             if int(ckpt.PERIODIC.match(p.name).group(1)) > update]
+    if not later:
+        return  # the newest: a later best.pt stays the best so far (TrainerState)
+    best = folder / "best.pt"
+    if best.exists() and ckpt.load_checkpoint(best).get("update", -1) > update:
+        later.append(best)
+    aside = folder / f"superseded_{update:08d}_{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for p in later:
+        os.replace(p, aside / p.name)
+    print(f"hardattn: resuming from update {update}: the {len(later)} later checkpoint file(s) "
+          f"moved to {aside}")
+
+
 def preflight(cfg: TrainConfig) -> TrainConfig:
     """Every check of a config that needs no data and no run folder: the fields, the env id,
     and what the env's canvas can take. ``hardattn compare`` runs it on every config of its
@@ -205,6 +225,8 @@ class Run:
         distributed.setup(self.device)
         self.device = distributed.local_device(self.device)
         self.main = distributed.is_main()
+        if self.state is not None and self.main:
+            _set_aside_later(self.dir / "checkpoints", self.state["update"])
         torch.set_num_threads(cfg.threads or
                               distributed.local_threads(len(os.sched_getaffinity(0))))
         if cfg.deterministic:

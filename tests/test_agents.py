@@ -369,6 +369,7 @@ def test_resume_takes_the_callers_threads_and_names_a_device_change(data_root, t
 
     full = tiny(tmp_path, threads=0, total_images=16 * 3)
     train(full)
+    (tmp_path / "run" / "report.json").unlink()  # as if killed before its report: resumable
     resume = dataclasses.replace(full, resume=str(tmp_path / "run"), run_dir=None, threads=1)
     threads = torch.get_num_threads()
     try:
@@ -376,7 +377,7 @@ def test_resume_takes_the_callers_threads_and_names_a_device_change(data_root, t
             assert run.cfg.threads == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    path = ckpt.periodic_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    path = ckpt.periodic_checkpoints(tmp_path / "run" / "checkpoints")[0]  # the newest
     state = ckpt.load_checkpoint(path)
     state["config"]["device"] = "cuda"  # as if trained on a GPU
     ckpt.save_checkpoint(path, state)
@@ -474,3 +475,27 @@ def test_cuda_rng_states_restore_on_a_machine_with_fewer_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_all)
     ckpt.set_rng_state(state)
     assert set_calls == [("gpu0", 0)]
+
+
+def test_resuming_an_older_checkpoint_sets_the_later_ones_aside(data_root, tmp_path):
+    # Pruning kept the abandoned later checkpoints (higher numbers) and deleted each new one,
+    # so a later --resume RUN went back to the abandoned run.
+    from hardattn.agents.run import train
+
+    full = tiny(tmp_path / "full", total_images=16 * 6, checkpoint_every=1, keep_checkpoints=3)
+    train(full)
+    run = tmp_path / "full" / "run"
+    ck = run / "checkpoints"
+    reference = final_weights(run)
+    old = {p.name: p.read_bytes() for p in ckpt.periodic_checkpoints(ck)}  # 3, 4, 5
+    assert sorted(old) == ["ckpt_00000003.pt", "ckpt_00000004.pt", "ckpt_00000005.pt"]
+    best_update = ckpt.load_checkpoint(ck / "best.pt")["update"]
+    train(dataclasses.replace(full, resume=str(ck / "ckpt_00000003.pt"), run_dir=None))
+    aside = next(ck.glob("superseded_*"))
+    assert {p.name: p.read_bytes() for p in aside.glob("ckpt_*.pt")} == \
+        {k: v for k, v in old.items() if k != "ckpt_00000003.pt"}
+    assert (aside / "best.pt").exists() == (best_update > 3)
+    newest = ckpt.load_checkpoint(ckpt.periodic_checkpoints(ck)[0])
+    assert newest["update"] == 5 and ckpt.periodic_checkpoints(ck)[0].read_bytes() != \
+        old["ckpt_00000005.pt"]  # written by the resumed run (same weights, other elapsed_s)
+    assert_same_weights(final_weights(run), reference)

@@ -78,6 +78,7 @@ def test_resume_uses_its_own_checkpoint_not_init_from(tmp_path):
     train(memory_cfg(tmp_path, "a"))
     cfg = memory_cfg(tmp_path, "b", init_from=str(tmp_path / "a"))
     train(cfg)
+    (tmp_path / "b" / "report.json").unlink()  # as if killed before its report: resumable
     with Run(TrainConfig(resume=str(tmp_path / "b"))) as run:
         assert run.state is not None and run._init is None
         model = mr.make_model(run.cfg, make_env(run.cfg, run.device, 8))

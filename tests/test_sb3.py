@@ -285,16 +285,16 @@ def test_resume_reports_the_model_best_zip_holds(data_root, tmp_path):
     full = tiny(tmp_path, total_images=48, checkpoint_every=1)
     train(full)
     ck = tmp_path / "run" / "checkpoints"
-    first = ckpt.periodic_checkpoints(ck)[0]
-    state = ckpt.load_checkpoint(first)
+    newest = ckpt.periodic_checkpoints(ck)[0]
+    state = ckpt.load_checkpoint(newest)
     state["best"] = {"error": -0.5, "update": state["update"]}  # unbeatable by the resumption
-    ckpt.save_checkpoint(first, state)
+    ckpt.save_checkpoint(newest, state)
     later = state["update"] + 1
     (ck / "best.json").write_text(json.dumps({"error": -1.0, "update": later}))
     for p in ckpt.periodic_checkpoints(ck)[1:]:
         p.unlink()
     (tmp_path / "run" / "report.json").unlink()
-    report = train(dataclasses.replace(full, resume=str(first), run_dir=None))
+    report = train(dataclasses.replace(full, resume=str(newest), run_dir=None))
     assert (report["best_update"], report["val_error_pct"]) == (later, -1.0)
 
 
