@@ -19,9 +19,7 @@ training seed. The metric is the accuracy on the scored steps (CopyMemory: the l
 
 from __future__ import annotations
 
-import json
 import math
-import time
 
 import gymnasium as gym
 import torch
@@ -29,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import hardattn.envs  # noqa: F401  (registers the env ids)
-from hardattn import checkpoint as ckpt
 from hardattn.config import TrainConfig
 
+from .bookkeeping import Bookkeeper
 from .run import Run
-from .trainer_state import TrainerState, env_stream, torch_stream
+from .trainer_state import env_stream, torch_stream
 
 VAL_SEED, TEST_SEED = 2_000_003, 3_000_017
 
@@ -246,121 +244,60 @@ class MemoryTrainer:
                  noise: torch.Generator, baselines: dict, rollout_fn,
                  grad_stats=None) -> None:
         self.run, self.cfg, self.env, self.model = run, run.cfg, env, model
-        self.optimizer, self.noise, self.baselines = optimizer, noise, baselines
+        self.noise, self.baselines = noise, baselines
         self.rollout_fn = rollout_fn
         self.grad_stats = grad_stats  # update -> {grad_var, grad_snr, grad_norm}, or None
         self.val = MemoryEvaluator(self.cfg, run.device, "val", self.cfg.eval_size)
-        self.book = TrainerState(run, model, optimizer, {"noise": torch_stream(noise),
-                                                         "env_np_random": env_stream(env)},
-                                 baselines)
-        self.last_update = run.start_update - 1
-        self.last_val: dict = {}
-        self.postfix: dict = {}
-        if run.state is not None:
-            self._restore(run.state)
-        self._t, self._eps_at_t = time.perf_counter(), self.episodes(run.start_update)
-
-    # ------------------------------------------------------------------ state
-    def episodes(self, updates: int) -> int:
-        return updates * self.cfg.batch_size
-
-    def state(self) -> dict:
-        return self.book.state_dict()
-
-    def _restore(self, s: dict) -> None:
-        self.book.load_state_dict(s)
+        self.keep = Bookkeeper(run, model, optimizer, {"noise": torch_stream(noise),
+                                                       "env_np_random": env_stream(env)},
+                               baselines, unit="episodes")
+        self.postfix = self.keep.postfix
 
     # ------------------------------------------------------------------ per update
     def after_update(self, update: int, ro, losses: dict, applied: bool,
                      grad_norm: float) -> None:
-        cfg, log = self.cfg, self.run.logger
-        last = update == cfg.n_updates - 1
-        step = self.episodes(update + 1)
-        self.last_update = update
-        self.book.nonfinite += 0 if applied else 1
-        if update % cfg.log_every == 0 or last:
-            now = time.perf_counter()
-            eps = (step - self._eps_at_t) / max(now - self._t, 1e-9)
-            self._t, self._eps_at_t = now, step
+        cfg, log, keep = self.cfg, self.run.logger, self.keep
+        step, last = keep.begin(update, applied)
+        if keep.due(update, cfg.log_every, last):
             acc, ce = scored_metrics(ro.logits.detach(), ro.targets, ro.scored)
-            log.record("rollout/accuracy", acc)
-            log.record("rollout/reward", ro.rewards.sum(0).mean())
-            log.record("rollout/ce", ce)
-            for k, v in losses.items():
-                log.record(f"train/{k}", v.detach())
-            log.record("train/grad_norm", grad_norm)
-            log.record("train/lr", self.optimizer.param_groups[0]["lr"])
-            log.record("train/nonfinite_steps", self.book.nonfinite)
+            attention = {}
             if ro.read_accuracy is not None:
-                log.record("attention/read_accuracy", ro.read_accuracy)
+                attention["read_accuracy"] = ro.read_accuracy
             if ro.entropy is not None:
-                log.record("attention/address_entropy", ro.entropy.detach().mean())
-            log.record("time/episodes_per_s", eps)
-            log.record("time/elapsed_s", self.book.wall())
-            log.dump(step)
-            self.postfix["ep/s"] = f"{eps:.0f}"
-        if ro.addresses is not None and (update % cfg.image_every == 0 or last):
+                attention["address_entropy"] = ro.entropy.detach().mean()
+            keep.log_update(step, {"accuracy": acc, "reward": ro.rewards.sum(0).mean(),
+                                   "ce": ce}, losses, grad_norm, attention)
+        if ro.addresses is not None and keep.due(update, cfg.image_every, last):
             log.histogram("attention/addresses", ro.addresses.detach().float().cpu(), step)
-        if self.grad_stats is not None and cfg.grad_stats_every and (
-                update % cfg.grad_stats_every == 0 or last):
+        if self.grad_stats is not None and cfg.grad_stats_every and keep.due(
+                update, cfg.grad_stats_every, last):
             for k, v in self.grad_stats(update).items():
                 log.record(f"attention/{k}", v)
             log.dump(step)
-        if (update + 1) % cfg.eval_every == 0 or last:
-            self.validate(update, step)
-        if (update + 1) % cfg.checkpoint_every == 0 or last:
-            self.run.save(update, self.state())
-
-    def validate(self, update: int, step: int) -> None:
-        res = self.val(self.model, self.rollout_fn)
-        log = self.run.logger
-        for k, v in res.items():
-            log.record(f"eval/{k}", v)
-        log.dump(step)
-        self.last_val = res
-        self.postfix["val_acc"] = f"{res['accuracy']:.2f}"
-        if res["error"] < self.book.best["error"]:
-            self.book.best = {"error": res["error"], "update": update}
-            self.run.save_best(update, self.state(), {"error": res["error"]})
+        if keep.eval_due(update, last):
+            self.keep.select(update, step, self.val(self.model, self.rollout_fn))
+        if keep.checkpoint_due(update, last):
+            keep.checkpoint(update)
 
     # ------------------------------------------------------------------ the end
     def finish(self) -> dict:
         """Checkpoint on a signal (and exit), else report the best model on the test set."""
-        self.run.close(self.last_update, self.state())
-        cfg, run = self.cfg, self.run
-        best = ckpt.load_checkpoint(run.ckpt_dir / "best.pt", map_location=run.device)
-        self.model.load_state_dict(best["model"])
-        test = MemoryEvaluator(cfg, run.device, "test", cfg.test_size)(self.model,
-                                                                        self.rollout_fn)
-        wall = self.book.wall()
-        eval_env = self.val.env.cfg
-        report = {
-            "env": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
-            "val_error_pct": self.book.best["error"],
-            "val_accuracy_pct": 100.0 - self.book.best["error"],
-            "best_update": self.book.best["update"], "test_error_pct": test["error"],
-            "test_accuracy_pct": test["accuracy"],
-            "test_ce": test["ce"], "test_size": cfg.test_size,
-            "episodes": self.episodes(cfg.n_updates), "wall_s": wall,
-            "episodes_per_s": self.episodes(cfg.n_updates - run.start_update) / run.elapsed(),
-            "nonfinite_steps": self.book.nonfinite, "device": str(run.device),
-            "run_dir": str(run.dir), "T": getattr(self.env.cfg, "T", None),
-            "eval_T": getattr(eval_env, "T", None),
-        }
+        cfg, keep = self.cfg, self.keep
+        keep.load_best()
+        test = MemoryEvaluator(cfg, self.run.device, "test", cfg.test_size)(self.model,
+                                                                             self.rollout_fn)
+        report = {**keep.report(test),
+                  "val_accuracy_pct": 100.0 - keep.book.best["error"],
+                  "test_accuracy_pct": test["accuracy"], "test_ce": test["ce"],
+                  "T": getattr(self.env.cfg, "T", None),
+                  "eval_T": getattr(self.val.env.cfg, "T", None)}
         if "read_accuracy" in test:
             report["test_read_accuracy_pct"] = test["read_accuracy"]
         if "CopyMemory" in cfg.env_id:
             report["last10_accuracy_pct"] = test["accuracy"]
             report["last10_ce"] = test["ce"]
-        log = run.logger
-        log.hparams({k: v for k, v in cfg.to_dict().items() if v is not None},
-                    {"hparam/val_error": report["val_error_pct"],
-                     "hparam/test_error": report["test_error_pct"]})
-        log.close()
-        (run.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(f"hardattn: {cfg.agent} on {cfg.env_id}, seed {cfg.seed}: validation accuracy "
-              f"{100 - report['val_error_pct']:.2f}% (update {report['best_update']}), test "
-              f"accuracy {test['accuracy']:.2f}% (CE {test['ce']:.3f} nats) on "
-              f"{cfg.test_size} test episodes (argmax reads), {wall:.0f} s")
-        print(f"hardattn: TensorBoard: tensorboard --logdir {run.dir}")
-        return report
+        return keep.write_report(report, (
+            f"hardattn: {cfg.agent} on {cfg.env_id}, seed {cfg.seed}: validation accuracy "
+            f"{100 - report['val_error_pct']:.2f}% (update {report['best_update']}), test "
+            f"accuracy {test['accuracy']:.2f}% (CE {test['ce']:.3f} nats) on "
+            f"{cfg.test_size} test episodes (argmax reads), {report['wall_s']:.0f} s"))

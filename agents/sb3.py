@@ -212,7 +212,8 @@ def _algorithm(agent: str):
 # ---------------------------------------------------------------------------------- train
 def train(cfg: TrainConfig) -> dict:
     """Train an SB3 agent (``sb3-ppo`` / ``sb3-recurrent-ppo``); return the final report."""
-    check_config(cfg)
+    if not cfg.resume:  # a resume takes the agent and the rest from the run (checked below)
+        check_config(cfg)
     # Run validates, makes or reopens the folder and installs the signal handlers; leaving
     # the block restores them, also when training raises.
     with Run(cfg) as run:
@@ -321,7 +322,8 @@ def _finish(run: Run, callback: RunCallback, Algo, T: int) -> dict:
                 {"hparam/val_error": report["val_error_pct"],
                  "hparam/test_error": report["test_error_pct"]})
     log.close()
-    (run.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    # Atomic: its presence marks the run finished (compare, --resume), so whole or absent.
+    ckpt.atomic_write_text(run.dir / "report.json", json.dumps(report, indent=2) + "\n")
     print(f"hardattn: {cfg.agent} on {cfg.env_id}, seed {cfg.seed}: validation error "
           f"{report['val_error_pct']:.2f}% (update {report['best_update']}), test error "
           f"{report['test_error_pct']:.2f}% on {cfg.test_size} test canvases "

@@ -24,8 +24,6 @@ A model of this family is an ``nn.Module`` with::
 from __future__ import annotations
 
 import importlib
-import json
-import time
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -35,14 +33,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import hardattn.envs  # noqa: F401  (registers the env ids)
-from hardattn import checkpoint as ckpt
 from hardattn import data
 from hardattn.config import TrainConfig
 from hardattn.envs.glimpse_task import GlimpseConfig
 
+from .bookkeeping import Bookkeeper
 from .ram_common import glimpse_paths_image
 from .run import Run
-from .trainer_state import TrainerState, torch_stream
+from .trainer_state import torch_stream
 
 # ----------------------------------------------------------------------------- task and data
 
@@ -300,112 +298,55 @@ class SoftTrainer:
                  optimizer: torch.optim.Optimizer, canvases: CanvasStream,
                  noise: torch.Generator) -> None:
         self.run, self.cfg, self.task, self.model = run, run.cfg, task, model
-        self.optimizer, self.canvases, self.noise = optimizer, canvases, noise
+        self.canvases, self.noise = canvases, noise
         self.val = SoftEvaluator(self.cfg, task, run.device, "val", self.cfg.eval_size)
-        self.book = TrainerState(run, model, optimizer, {"noise": torch_stream(noise),
-                                                         "canvas_rng": torch_stream(canvases.rng)},
-                                 None)
-        self.last_update = run.start_update - 1
-        self.last_val: dict = {}
-        self.postfix: dict = {}
-        if run.state is not None:
-            self._restore(run.state)
-        self._t, self._images_at_t = time.perf_counter(), self.images(run.start_update)
-
-    # ------------------------------------------------------------------ state
-    def images(self, updates: int) -> int:
-        return updates * self.cfg.batch_size
-
-    def state(self) -> dict:
-        return self.book.state_dict()
-
-    def _restore(self, s: dict) -> None:
-        self.book.load_state_dict(s)
+        self.keep = Bookkeeper(run, model, optimizer, {"noise": torch_stream(noise),
+                                                       "canvas_rng": torch_stream(canvases.rng)})
+        self.postfix = self.keep.postfix
 
     # ------------------------------------------------------------------ per update
     def after_update(self, update: int, out: SoftOutput, labels: torch.Tensor, losses: dict,
                      applied: bool, grad_norm: float) -> None:
-        cfg, log = self.cfg, self.run.logger
-        last = update == cfg.n_updates - 1
-        step = self.images(update + 1)
-        self.last_update = update
-        self.book.nonfinite += 0 if applied else 1
-        if update % cfg.log_every == 0 or last:
-            now = time.perf_counter()
-            ips = (step - self._images_at_t) / max(now - self._t, 1e-9)
-            self._t, self._images_at_t = now, step
+        cfg, log, keep = self.cfg, self.run.logger, self.keep
+        step, last = keep.begin(update, applied)
+        if keep.due(update, cfg.log_every, last):
             correct = (out.logits.detach().argmax(1) == labels).float().mean()
-            log.record("rollout/accuracy", correct * 100.0)
-            log.record("rollout/reward", correct)
-            for k, v in losses.items():
-                log.record(f"train/{k}", v.detach())
-            log.record("train/grad_norm", grad_norm)
-            log.record("train/lr", self.optimizer.param_groups[0]["lr"])
-            log.record("train/nonfinite_steps", self.book.nonfinite)
+            attention = {}
             if out.std is not None:
-                log.record("attention/location_std", out.std.detach().mean())
-            if out.locs is not None:
-                log.record("attention/mean_abs_location", out.locs[1:].detach().abs().mean()
-                           if out.locs.shape[0] > 1 else out.locs.detach().abs().mean())
-            for k, v in out.extras.items():
-                log.record(f"attention/{k}", v.detach())
-            log.record("time/images_per_s", ips)
-            log.record("time/elapsed_s", self.book.wall())
-            log.dump(step)
-            self.postfix["img/s"] = f"{ips:.0f}"
-        if out.locs is not None and (update % cfg.image_every == 0 or last):
+                attention["location_std"] = out.std.detach().mean()
+            if out.locs is not None:  # as the RAM agents: the locations after the first
+                chosen = out.locs[1:] if out.locs.shape[0] > 1 else out.locs
+                attention["mean_abs_location"] = chosen.detach().abs().mean()
+            attention.update({k: v.detach() for k, v in out.extras.items()})
+            keep.log_update(step, {"accuracy": correct * 100.0, "reward": correct}, losses,
+                            grad_norm, attention)
+        if out.locs is not None and keep.due(update, cfg.image_every, last):
             log.histogram("attention/locations_x", out.locs[..., 0].detach().cpu(), step)
             log.histogram("attention/locations_y", out.locs[..., 1].detach().cpu(), step)
-        if (update + 1) % cfg.eval_every == 0 or last:
+        if keep.eval_due(update, last):
             self.validate(update, step)
-        if (update + 1) % cfg.checkpoint_every == 0 or last:
-            self.run.save(update, self.state())
+        if keep.checkpoint_due(update, last):
+            keep.checkpoint(update)
 
     def validate(self, update: int, step: int) -> None:
         res = self.val(self.model)
-        log = self.run.logger
-        log.record("eval/accuracy", res["accuracy"])
-        log.record("eval/error", res["error"])
-        log.dump(step)
-        log.image("attention/glimpse_paths_val", self.val.picture(self.model), step)
-        self.last_val = res
-        self.postfix["val_acc"] = f"{res['accuracy']:.2f}"
-        if res["error"] < self.book.best["error"]:
-            self.book.best = {"error": res["error"], "update": update}
-            self.run.save_best(update, self.state(), {"error": res["error"]})
+        self.run.logger.image("attention/glimpse_paths_val", self.val.picture(self.model), step)
+        self.keep.select(update, step, res)
 
     # ------------------------------------------------------------------ the end
     def finish(self) -> dict:
         """Checkpoint on a signal (and exit), else report the best model's test error once."""
-        self.run.close(self.last_update, self.state())
-        cfg, run = self.cfg, self.run
-        best = ckpt.load_checkpoint(run.ckpt_dir / "best.pt", map_location=run.device)
-        self.model.load_state_dict(best["model"])
-        test_eval = SoftEvaluator(cfg, self.task, run.device, "test", cfg.test_size)
+        cfg, keep = self.cfg, self.keep
+        keep.load_best()
+        test_eval = SoftEvaluator(cfg, self.task, self.run.device, "test", cfg.test_size)
         test = test_eval(self.model)
-        costs = model_costs(self.model, self.task)
-        wall = self.book.wall()
-        report = {
-            "env": cfg.env_id, "agent": cfg.agent, "seed": cfg.seed,
-            "val_error_pct": self.book.best["error"], "best_update": self.book.best["update"],
-            "test_error_pct": test["error"], "test_size": cfg.test_size,
-            "canvas_set_version": data.GENERATOR_VERSION,  # of the val/test sets
-            "images": self.images(cfg.n_updates), "wall_s": wall,
-            "images_per_s": self.images(cfg.n_updates - run.start_update) / run.elapsed(),
-            "nonfinite_steps": self.book.nonfinite, "device": str(run.device),
-            "run_dir": str(run.dir), **costs,
-        }
-        log = run.logger
-        log.image("attention/glimpse_paths_test", test_eval.picture(self.model),
-                  self.images(cfg.n_updates))
-        log.hparams({k: v for k, v in cfg.to_dict().items() if v is not None},
-                    {"hparam/val_error": report["val_error_pct"],
-                     "hparam/test_error": report["test_error_pct"]})
-        log.close()
-        (run.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(f"hardattn: {cfg.agent} on {cfg.env_id}, seed {cfg.seed}: validation error "
-              f"{report['val_error_pct']:.2f}% (update {report['best_update']}), test error "
-              f"{report['test_error_pct']:.2f}% on {cfg.test_size} test canvases "
-              f"(deterministic), {report['wall_s']:.0f} s")
-        print(f"hardattn: TensorBoard: tensorboard --logdir {run.dir}")
-        return report
+        report = {**keep.report(test),
+                  "canvas_set_version": data.GENERATOR_VERSION,  # of the val/test sets
+                  **model_costs(self.model, self.task)}
+        self.run.logger.image("attention/glimpse_paths_test", test_eval.picture(self.model),
+                              keep.count(cfg.n_updates))
+        return keep.write_report(report, (
+            f"hardattn: {cfg.agent} on {cfg.env_id}, seed {cfg.seed}: validation error "
+            f"{report['val_error_pct']:.2f}% (update {report['best_update']}), test error "
+            f"{report['test_error_pct']:.2f}% on {cfg.test_size} test canvases "
+            f"(deterministic), {report['wall_s']:.0f} s"))
