@@ -11,7 +11,8 @@ same budget of training images, batch size, learning rate, validation cadence an
 validation/test canvases. The matrix is resumable: a run with a ``report.json`` is not trained
 again, a run with a checkpoint resumes from it (Ctrl-C checkpoints the current update), a run
 folder without either starts over. The wall time of every training session of a run is added
-up in its ``compare_time.json``.
+up in its ``compare_time.json``. ``--jobs N`` trains N runs at once, one process each
+(``compare_jobs``); the results do not depend on N.
 
 The flags and the protocol every run shares: ``hardattn.agents.compare_config``. Then, into
 ``--results-dir`` (default ``--out``):
@@ -141,7 +142,15 @@ def compare(cfg: CompareConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    runs = {a: [ensure_run(configs[a, s]) for s in range(cfg.seeds)] for a in agents}
+    fresh = set()
+    if cfg.jobs > 1:  # train in child processes; below, every run is then reused
+        from .compare_jobs import train_parallel
+
+        fresh = train_parallel(configs, cfg.jobs)
+    done = {key: ensure_run(c) for key, c in configs.items()}
+    for key in fresh:
+        done[key]["trained"] = True
+    runs = {a: [done[a, s] for s in range(cfg.seeds)] for a in agents}
     n_trained = sum(r["trained"] for rs in runs.values() for r in rs)
 
     device = resolve_device(cfg.device)
@@ -216,7 +225,9 @@ def benchmark(preset: str, budget_images: int, argv: list[str] | None = None) ->
     p.add_argument("--eval-every", type=int, default=1000, help="validate every N updates")
     p.add_argument("--overrides", nargs="*", default=[], help="FIELD=VALUE or AGENT.FIELD=VALUE")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads per run (0: all cores; 1 on a loaded machine)")
+                   help="torch CPU threads per run (0: all cores, divided among --jobs)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, one process each (results do not depend on it)")
     args = p.parse_args(argv)
     name = f"compare_{preset}"
     cfg = CompareConfig(preset=preset, agents=args.agents, seeds=args.seeds,
@@ -226,7 +237,7 @@ def benchmark(preset: str, budget_images: int, argv: list[str] | None = None) ->
                                                                  args.test_size),
                         eval_every=args.eval_every, checkpoint_every=min(500, args.eval_every),
                         overrides=tuple(args.overrides), progress=False,
-                        threads=args.threads)
+                        threads=args.threads, jobs=args.jobs)
     t0 = time.perf_counter()
     summary = compare(cfg)
     rows, device = [], "cpu"

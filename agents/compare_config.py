@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -95,7 +96,13 @@ class CompareConfig:
     progress: bool = True
     """Progress bars while training."""
     threads: int = 0
-    """torch CPU threads (0: all available cores)."""
+    """torch CPU threads per run (0: all available cores; with --jobs N > 1, the cores
+    divided by N)."""
+    jobs: int = 1
+    """Runs trained at once, each in its own process. Results do not depend on it (every run
+    is seeded on its own). On a CPU of C cores use N <= C; on a GPU, several runs of a small
+    batch share it (one leaves most of the device idle). Ctrl-C or SIGTERM stops every
+    running run at its next update with a checkpoint; the same command resumes."""
 
     def is_memory(self) -> bool:
         return self.preset in MEMORY_PRESETS
@@ -157,7 +164,7 @@ class CompareConfig:
         if len(set(agents)) != len(agents):
             raise ValueError(f"--agents={self.agents!r} lists an agent twice")
         for name in ("seeds", "budget_images", "batch_size", "eval_every", "checkpoint_every",
-                     "eval_size", "test_size", "eval_batch"):
+                     "eval_size", "test_size", "eval_batch", "jobs"):
             v = getattr(self, name)
             if name == "batch_size" and v is None:
                 continue
@@ -167,6 +174,15 @@ class CompareConfig:
             raise ValueError(f"--show={self.show} must be in [1, 16]")
         self.parsed_overrides()
         return self
+
+    def run_threads(self) -> int:
+        """torch threads of each run: ``--threads``, else (0) all cores for one job at a time
+        and the cores divided among the jobs for several (never more threads than cores)."""
+        if self.threads or self.jobs == 1:
+            return self.threads
+        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)
+        return max(1, cores // self.jobs)
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / f"compare-{self.preset}"
@@ -180,8 +196,10 @@ class CompareConfig:
                       lr=self.learning_rate(),
                       eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
                       eval_size=self.eval_size, test_size=self.test_size,
-                      eval_batch=self.eval_batch, grad_stats_every=0, progress=self.progress,
-                      threads=self.threads, run_dir=str(self.out_dir() / f"{agent}__seed{seed}"))
+                      eval_batch=self.eval_batch, grad_stats_every=0,
+                      progress=self.progress and self.jobs == 1,  # one bar per terminal
+                      threads=self.run_threads(),
+                      run_dir=str(self.out_dir() / f"{agent}__seed{seed}"))
         ov = self.parsed_overrides()
         fields.update(ov[None])
         fields.update(ov.get(agent, {}))

@@ -1,0 +1,107 @@
+"""``hardattn compare --jobs N``: train up to N runs of the matrix at once, one process each.
+
+Every run is seeded on its own and trains in a fresh process (``python -m
+hardattn.agents.compare_jobs CONFIG``: ``ensure_run`` there), so the results are those of
+``--jobs 1``. Signals: each child runs in its own session, out of the terminal's reach, and
+the parent passes every SIGINT/SIGTERM it receives on to each running child, so each stops
+after its current update with a checkpoint (``Run``), as a lone ``hardattn train`` does; a
+second Ctrl-C stops them at once. Then the parent raises ``TrainingInterrupted``, and the same
+command resumes every unfinished run. When a run fails, the others are stopped the same way
+(nothing trained is lost) and ``ChildProcessError`` names it; its own error is on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hardattn.config import TrainConfig
+
+from .run import TrainingInterrupted
+
+
+def train_parallel(configs: dict, jobs: int) -> set:
+    """Train the runs of ``configs`` (``{key: TrainConfig}``), ``jobs`` at a time, in the order
+    given; a finished run is skipped (``ensure_run``). Returns the keys of the runs that had no
+    ``report.json`` before (trained or resumed here).
+
+    Raises:
+        TrainingInterrupted: after SIGINT/SIGTERM, once every running run has checkpointed.
+        ChildProcessError: a run failed (the others checkpointed first).
+    """
+    pending = list(configs.items())
+    running: dict = {}  # key -> Popen
+    trained: set = set()
+    stop: list[int] = []  # signals received, in order
+    failed: list[str] = []
+
+    def on_signal(signum, frame) -> None:
+        stop.append(signum)
+        for proc in running.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while running or (pending and not stop and not failed):
+            while pending and len(running) < jobs and not stop and not failed:
+                key, cfg = pending.pop(0)
+                if (Path(cfg.run_dir) / "report.json").exists():
+                    continue  # finished: ensure_run reuses it
+                trained.add(key)
+                running[key] = subprocess.Popen(
+                    [sys.executable, "-m", "hardattn.agents.compare_jobs", cfg.to_json()],
+                    start_new_session=True)  # the terminal's Ctrl-C reaches only the parent
+            time.sleep(0.2)
+            for key, proc in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                del running[key]
+                # 128 + n: stopped by Run with a checkpoint; -n: killed before training
+                interrupted = abs(rc) in (signal.SIGINT, signal.SIGTERM, 128 + signal.SIGINT,
+                                          128 + signal.SIGTERM)
+                if rc != 0 and not (stop and interrupted):
+                    failed.append(f"run {configs[key].run_dir!r} failed with exit code {rc}")
+                    if not stop:  # stop the others: they checkpoint, nothing is lost
+                        on_signal(signal.SIGTERM, None)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        for proc in running.values():  # only if the loop itself raised
+            proc.wait()
+    if failed:
+        raise ChildProcessError(f"{failed[0]} (its error is above); the other runs "
+                                f"checkpointed: run the same command again to resume")
+    if stop:
+        name = signal.Signals(stop[0]).name
+        msg = (f"hardattn compare: stopped by {name}; every running run checkpointed; run the "
+               f"same command again to resume")
+        print(msg, file=sys.stderr, flush=True)
+        raise TrainingInterrupted(msg, stop[0])
+    return trained
+
+
+def main(argv: list[str] | None = None) -> None:
+    """A child: ``ensure_run`` of the config given as JSON; errors in one line, exit 1."""
+    from hardattn.benchmarking import process_commit
+    from hardattn.checkpoint import CheckpointError
+
+    from .compare import ensure_run
+
+    process_commit()  # the code this run trains with
+    cfg = TrainConfig.from_dict(json.loads((argv or sys.argv[1:])[0]))
+    try:
+        ensure_run(cfg)
+    except KeyboardInterrupt:  # a second signal: stopped at once
+        raise SystemExit(128 + signal.SIGINT) from None
+    except (ValueError, FloatingPointError, OSError, CheckpointError) as exc:
+        raise SystemExit(f"hardattn compare: run {cfg.run_dir!r}: error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

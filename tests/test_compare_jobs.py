@@ -1,0 +1,130 @@
+"""``hardattn compare --jobs N``: runs trained in parallel processes give the results of one at a
+time; Ctrl-C checkpoints every running run and the same command resumes; a failing run stops
+the others with a checkpoint and is named."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hardattn import checkpoint as ckpt
+
+TINY_NET = ["core_hidden=32", "glimpse_hidden=32", "what_hidden=16", "where_hidden=16",
+            "fc_hidden=32", "cnn_channels=4"]
+
+
+def cli_args(out: Path, updates: int, jobs: int, agents: str = "reinforce,cnn") -> list[str]:
+    return ["--preset", "mnist28", "--agents", agents, "--seeds", "1",
+            "--budget-images", str(16 * updates), "--batch-size", "16", "--eval-every", "10",
+            "--checkpoint-every", "10", "--eval-size", "100", "--test-size", "100",
+            "--eval-batch", "100", "--device", "cpu", "--threads", "1", "--jobs", str(jobs),
+            "--show", "2", "--no-progress", "--out", str(out), "--overrides", *TINY_NET]
+
+
+def start(args: list[str], workdir: Path) -> tuple[subprocess.Popen, Path]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    err = workdir / f"err{len(list(workdir.glob('err*')))}.txt"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(err, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "hardattn.cli", "compare", *args],
+                                stdout=subprocess.DEVNULL, stderr=f, cwd=workdir, env=env)
+    return proc, err
+
+
+def reports(out: Path) -> dict:
+    return {p.parent.name: json.loads(p.read_text())["test_error_pct"]
+            for p in sorted(out.glob("*/report.json"))}
+
+
+def test_parallel_runs_equal_one_at_a_time_and_are_reused(data_root, tmp_path):
+    from hardattn.agents.compare import compare
+    from hardattn.agents.compare_config import CompareConfig
+
+    def cfg(out: str, jobs: int) -> CompareConfig:
+        return CompareConfig(preset="mnist28", agents="reinforce,cnn", seeds=2,
+                             budget_images=16 * 6, batch_size=16, eval_every=3,
+                             checkpoint_every=3, eval_size=100, test_size=100, eval_batch=100,
+                             overrides=tuple(TINY_NET), device="cpu", progress=False, show=2,
+                             threads=1, jobs=jobs, out=str(tmp_path / out))
+
+    one = compare(cfg("one", 1))
+    two = compare(cfg("two", 2))
+    assert two["trained"] == one["trained"] == 4
+    keep = ("agent", "test_error_pct_mean", "test_error_pct_std", "val_error_pct_mean",
+            "test_error_pct_per_seed", "params", "macs_per_image")
+    assert [{k: r[k] for k in keep} for r in two["rows"]] == \
+        [{k: r[k] for k in keep} for r in one["rows"]]
+    for run in ("reinforce__seed0", "cnn__seed1"):  # the same weights, not only the same errors
+        a = ckpt.load_latest(tmp_path / "one" / run)[0]["model"]
+        b = ckpt.load_latest(tmp_path / "two" / run)[0]["model"]
+        assert all((a[k] == b[k]).all() for k in a)
+    again = compare(cfg("two", 2))
+    assert again["trained"] == 0 and again["rows"] == two["rows"]
+
+
+def test_ctrl_c_checkpoints_every_running_run_and_the_same_command_resumes(data_root, tmp_path):
+    out = tmp_path / "cmp"
+    args = cli_args(out, updates=300, jobs=2)
+    proc, err = start(args, tmp_path)
+    deadline = time.monotonic() + 180
+    runs = [out / "reinforce__seed0", out / "cnn__seed0"]
+    while not all(ckpt.periodic_checkpoints(r / "checkpoints") for r in runs):
+        assert proc.poll() is None, err.read_text()
+        assert time.monotonic() < deadline, "no checkpoint in 180 s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # to the parent alone, as a terminal's Ctrl-C reaches it
+    rc = proc.wait(timeout=120)
+    text = err.read_text()
+    assert rc == 128 + signal.SIGINT, text
+    assert "Traceback" not in text, text
+    assert text.strip().splitlines()[-1].startswith("hardattn compare: stopped by SIGINT"), text
+    for r in runs:  # each stopped at its next update with a checkpoint, before the budget
+        assert text.count(f"resume with --resume {r}") == 1, text
+        assert not (r / "report.json").exists()
+        assert ckpt.load_latest(r)[0]["update"] < 299
+    proc, err = start(args, tmp_path)
+    assert proc.wait(timeout=300) == 0, err.read_text()
+    # The resumed runs end where uninterrupted ones do.
+    ref = tmp_path / "ref"
+    proc, err = start(cli_args(ref, updates=300, jobs=1), tmp_path)
+    assert proc.wait(timeout=300) == 0, err.read_text()
+    assert reports(out) == reports(ref)
+    for r in ("reinforce__seed0", "cnn__seed0"):
+        a, b = ckpt.load_latest(out / r)[0]["model"], ckpt.load_latest(ref / r)[0]["model"]
+        assert all((a[k] == b[k]).all() for k in a), r
+
+
+def test_a_failing_run_stops_the_others_with_a_checkpoint_and_is_named(data_root, tmp_path):
+    out = tmp_path / "cmp"
+    bad = out / "cnn__seed0"
+    bad.mkdir(parents=True)
+    # A folder of another comparison: ensure_run refuses it (in the child).
+    (bad / "config.json").write_text(json.dumps({"agent": "cnn", "batch_size": 32}))
+    proc, err = start(cli_args(out, updates=300, jobs=2), tmp_path)
+    rc = proc.wait(timeout=180)
+    text = err.read_text()
+    assert rc == 1, text
+    assert "Traceback" not in text, text
+    assert "was trained with batch_size=32 (asked: 16)" in text, text
+    assert text.strip().splitlines()[-1].startswith(
+        f"hardattn compare: error: run {str(bad)!r} failed with exit code 1"), text
+    # The other run was stopped (with a checkpoint if it had started training): not finished.
+    assert not (out / "reinforce__seed0" / "report.json").exists()
+
+
+@pytest.mark.parametrize("jobs", [0, -1, True])
+def test_bad_jobs_fail_before_training(data_root, tmp_path, jobs):
+    from hardattn.agents.compare import compare
+    from hardattn.agents.compare_config import CompareConfig
+
+    with pytest.raises(ValueError, match=f"--jobs={jobs!r} must be an integer >= 1"):
+        compare(CompareConfig(preset="mnist28", agents="cnn", jobs=jobs, device="cpu",
+                              out=str(tmp_path / "cmp")))
+    assert not (tmp_path / "cmp").exists()
