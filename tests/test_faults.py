@@ -454,3 +454,29 @@ def test_full_disk_during_training_stops_in_one_line(data_root, tmp_path, monkey
     assert fail.before is not None and "ckpt_00000004.pt" in fail.before
     assert snapshot(run / "checkpoints") == fail.before  # unchanged, no temporary file
     assert not (run / "report.json").exists()
+
+
+def test_checkpoint_is_fsynced_before_the_rename_and_its_folder_after(tmp_path, monkeypatch):
+    """A power cut after the rename must find the new file's bytes and its name on disk: the
+    full-disk and SIGKILL tests above cannot see a missing fsync."""
+    import stat
+
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def fsync(fd):
+            calls.append(("fsync", "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+            return os.fsync(fd)
+
+        @staticmethod
+        def replace(a, b):
+            calls.append(("replace",))
+            return os.replace(a, b)
+
+    monkeypatch.setattr(ckpt, "os", Spy())
+    ckpt.save_checkpoint(tmp_path / "ckpt_00000001.pt", {"w": torch.zeros(3)})
+    assert calls == [("fsync", "file"), ("replace",), ("fsync", "dir")], calls
