@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from hardattn.benchmarking import process_commit, result, write_results
-from hardattn.config import TrainConfig
+from hardattn.config import TrainConfig, type_errors
 
 from .bench_impls import EndToEnd, Floor, Naive, Roofline, sync_device
 
@@ -85,6 +85,40 @@ class BenchConfig:
     out: str | None = None
     """Results folder (default benchmarks/results)."""
     seed: int = 0
+    """Seed of the weights, canvases and noise of every implementation."""
+
+    def validate(self) -> BenchConfig:
+        """Every flag checked before anything is timed (a full run takes tens of minutes).
+
+        Raises:
+            ValueError: naming the flag, its value and what it takes.
+        """
+        bad = type_errors(self)
+        if bad:
+            raise ValueError("; ".join(bad))
+        for name, lo in (("batch_size", 1), ("repeats", 1), ("updates", 1), ("threads", 0),
+                         ("seed", 0)):
+            if getattr(self, name) < lo:
+                raise ValueError(f"--{name.replace('_', '-')}={getattr(self, name)} must be an "
+                                 f"integer >= {lo}")
+        if self.time_to_accuracy_s < 0:
+            raise ValueError(f"--time-to-accuracy-s={self.time_to_accuracy_s} must be >= 0 "
+                             f"(0: skip it)")
+        presets = self.preset_list()
+        unknown = [p for p in presets if p not in PRESET_ENVS]
+        if unknown:
+            raise ValueError(f"--presets={self.presets!r}: unknown {unknown}; choose from "
+                             f"{sorted(PRESET_ENVS)}")
+        if not presets and self.time_to_accuracy_s <= 0:
+            raise ValueError(f"--presets={self.presets!r} and --time-to-accuracy-s 0: nothing "
+                             f"to measure; give presets, time to accuracy, or both")
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"--out={self.out!r} is a file; give a folder for "
+                             f"speed_<cpu|cuda>.json")
+        return self
+
+    def preset_list(self) -> list[str]:
+        return [p.strip() for p in self.presets.split(",") if p.strip()]
 
 
 def train_config(preset: str, batch_size: int, device: str, seed: int = 0, **kw) -> TrainConfig:
@@ -255,6 +289,7 @@ def bench(bc: BenchConfig) -> Path:
     """Run the benchmark and write ``speed_<cpu|cuda>.json``; prints a summary table."""
     from .run import resolve_device
 
+    bc.validate()
     dev = resolve_device(bc.device)
     precision_list(bc)  # bad flags fail before any timing
     process_commit()  # the code being timed (the file is written at the end)
@@ -267,9 +302,7 @@ def bench(bc: BenchConfig) -> Path:
     torch.set_num_threads(bc.threads or len(os.sched_getaffinity(0)))
     t0 = time.perf_counter()
     rows = []
-    for preset in [p.strip() for p in bc.presets.split(",") if p.strip()]:
-        if preset not in PRESET_ENVS:
-            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESET_ENVS)}")
+    for preset in bc.preset_list():
         m = measure_preset(preset, bc, dev)
         conf = {**m["config"], "updates_per_repeat": bc.updates, "repeats": bc.repeats,
                 "gflop_per_update_roofline": m["gflops_per_update"],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hardattn.config import SOFT_AGENTS, TrainConfig
+from hardattn.config import SOFT_AGENTS, TrainConfig, type_errors
 
 from .memory_common import reader_settings
 
@@ -154,6 +154,9 @@ class CompareConfig:
         return out
 
     def validate(self) -> CompareConfig:
+        bad_types = type_errors(self)
+        if bad_types:
+            raise ValueError("; ".join(bad_types))
         agents = self.agent_list()
         if not agents:
             raise ValueError("--agents is empty; give a comma-separated list")

@@ -45,13 +45,19 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise ValueError(f"--mc-samples={cfg.mc_samples} must be >= 1")
     if not 1 <= cfg.n <= 10_000:
         raise ValueError(f"--n={cfg.n} must be in [1, 10000]")
+    device = resolve_device(cfg.device)  # a bad --device fails before any reading
     path = Path(cfg.checkpoint)
+    sb3 = (f"{str(path)!r} is a Stable-Baselines3 run's; its report.json holds the "
+           f"validation-selected test error (hardattn eval scores the agents' own .pt models)")
     if path.is_dir():
+        if (path / "checkpoints" / "best.zip").exists():
+            raise ValueError(sb3)
         path = path / "checkpoints" / "best.pt"
     if path.name.endswith(".zip"):
-        raise ValueError(f"{str(path)!r} is a Stable-Baselines3 model; its run's report.json "
-                         f"holds the validation-selected test error (hardattn eval reads .pt)")
+        raise ValueError(sb3)
     state = ckpt.load_checkpoint(path)
+    if "model" not in state:  # an SB3 run's periodic .pt holds its trainer state, no model
+        raise ValueError(sb3)
     train_cfg = TrainConfig.from_dict(state["config"])
     if cfg.eval_T is not None and not (train_cfg.agent in MEMORY_AGENTS
                                        and "CopyMemory" in train_cfg.env_id):
@@ -71,7 +77,6 @@ def evaluate(cfg: EvalConfig) -> dict:
         return _evaluate_memory(cfg, path, state, train_cfg)
     train_cfg = TrainConfig.from_dict({**train_cfg.to_dict(),
                                        "eval_batch": min(train_cfg.eval_batch, cfg.n)})
-    device = resolve_device(cfg.device)
     model = make_model(train_cfg, make_env(train_cfg, device, 1)).to(device)
     model.load_state_dict(state["model"])
     evaluator = Evaluator(train_cfg, device, cfg.split, cfg.n)
@@ -102,11 +107,12 @@ def _report(cfg: EvalConfig, path: Path, state: dict, res: dict, picture) -> dic
 
     if picture is not None:  # memory readers have no picture
         plt.imsave(out_dir / f"eval_{cfg.split}_glimpses.png", picture)
-    mc = "" if cfg.mc_samples == 1 else f", {cfg.mc_samples} MC samples"
+    policy = "deterministic policy" if cfg.mc_samples == 1 else \
+        f"stochastic policy, class probabilities averaged over {cfg.mc_samples} paths"
     what = "canvases" if picture is not None else "episodes" + (
         f" of delay T={cfg.eval_T}" if cfg.eval_T is not None else "")
     print(f"hardattn eval: {cfg.split} error {res['error']:.2f}% on {cfg.n} {what} "
-          f"(deterministic policy{mc}); wrote {out_dir / f'{name}.json'}")
+          f"({policy}); wrote {out_dir / f'{name}.json'}")
     return report
 
 

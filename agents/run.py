@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
 import platform
+import re
 import signal
 import sys
 import time
@@ -23,7 +25,7 @@ import hardattn
 from hardattn import benchmarking
 from hardattn import checkpoint as ckpt
 from hardattn.benchmarking import device_description, process_commit
-from hardattn.config import MEMORY_AGENTS, TrainConfig
+from hardattn.config import MEMORY_AGENTS, TrainConfig, with_legacy_values
 from hardattn.logger import Logger, config_markdown, run_name
 
 from . import distributed
@@ -75,9 +77,24 @@ def _init_weights(target: str) -> tuple[Path, dict]:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ValueError: another name, or CUDA asked for where there is none.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(name, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ValueError(f"--device={name!r} must be auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device={name!r} but CUDA is not available here; use --device cpu "
+                         f"(or auto)")
     return torch.device(name)
+
+
+def _device_kind(name: str) -> str:
+    """``cpu`` or ``cuda`` for a --device value, without requiring that device here."""
+    return resolve_device(name).type if name == "auto" else name.split(":")[0]
 
 
 def registered_ids(agent: str | None = None) -> list[str]:
@@ -114,6 +131,19 @@ def _held_run(folder: Path) -> str | None:
     held += [p.relative_to(folder).as_posix()
              for p in ckpt.periodic_checkpoints(folder / "checkpoints")[-1:]]
     return ", ".join(held) or None
+
+
+def _new_default_folder(base: Path) -> str:
+    """Make ``base`` (or ``base_2``, ``base_3``, ... when taken) and return its name."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        folder = base if i == 1 else base.with_name(f"{base.name}_{i}")
+        try:
+            folder.mkdir()
+            return str(folder)
+        except FileExistsError:
+            continue
+    raise ValueError(f"{str(base)!r} and 9,998 numbered folders beside it exist; give --run-dir")
 
 
 def _set_aside_later(folder: Path, update: int) -> None:
@@ -160,6 +190,54 @@ def _check_data(cfg: TrainConfig) -> None:
     data.load_mnist("test")
 
 
+# What a resumed run may take from the caller (the rest is the run's own config).
+RESUME_FREE = frozenset({"resume", "progress", "threads", "device", "run_dir"})
+
+
+def _refuse_ignored_flags(cfg: TrainConfig) -> None:
+    """``--resume`` continues a run as it was configured and ``--from-run`` re-runs a recorded
+    config: a flag given with either (not at its default) would be dropped without a word, so
+    it is refused, named, unless the recorded config holds the same value.
+
+    Raises:
+        ValueError: naming each such flag, its value and the recorded one.
+    """
+    if not (cfg.resume or cfg.from_run):
+        return
+    if cfg.resume and cfg.from_run:
+        raise ValueError(f"--resume={cfg.resume!r} and --from-run={cfg.from_run!r} exclude each "
+                         f"other: --resume continues a run, --from-run starts a new one from a "
+                         f"run's config; give one")
+    if cfg.init_from:
+        raise ValueError(f"--init-from={cfg.init_from!r} starts a new run from given weights; "
+                         f"with {'--resume' if cfg.resume else '--from-run'} the weights are "
+                         f"{'the checkpoint' if cfg.resume else 'fresh'}'s; leave it out")
+    if cfg.resume:
+        state, path = ckpt.load_latest(cfg.resume, warn=lambda msg: None)
+        recorded = _recorded(state.get("config"), path)
+        free = RESUME_FREE
+        if cfg.run_dir and Path(cfg.run_dir).resolve() != path.parent.parent.resolve():
+            raise ValueError(f"--run-dir={cfg.run_dir!r}: a resumed run stays in its folder "
+                             f"{str(path.parent.parent)!r}; leave --run-dir out")
+        how = f"--resume continues {str(path)!r} as it was configured"
+    else:
+        source = Path(cfg.from_run) / "config.json"
+        if not source.is_file():
+            return  # Run names the missing record
+        recorded = _recorded(json.loads(source.read_text()), source)
+        free = frozenset({"from_run", "run_dir", "progress"})
+        how = f"--from-run re-runs the config recorded in {str(source)!r}"
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    have = {**defaults, **with_legacy_values(recorded)}
+    given = {k: v for k, v in cfg.to_dict().items()
+             if k not in free and v != defaults[k] and v != have.get(k)}
+    if given:
+        shown = ", ".join(f"--{k.replace('_', '-')}={v!r} (the run's: {have.get(k)!r})"
+                          for k, v in sorted(given.items()))
+        raise ValueError(f"{how}, so these flags would be ignored: {shown}; leave them out, "
+                         f"or start a new run with them (--init-from to keep its weights)")
+
+
 class Run:
     """Open a run: validate, pick the device, make or reopen the folder, start logging.
 
@@ -169,6 +247,7 @@ class Run:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.state: dict | None = None
+        _refuse_ignored_flags(cfg)
         if cfg.from_run:
             recorded = Path(cfg.from_run) / "config.json"
             if not recorded.is_file():
@@ -197,7 +276,7 @@ class Run:
             # sums, and `--resume RUN` alone must continue bit for bit).
             device = stored.device if cfg.device == "auto" else cfg.device
             threads = stored.threads if cfg.threads == 0 else cfg.threads
-            if resolve_device(device).type != resolve_device(stored.device).type:
+            if _device_kind(device) != _device_kind(stored.device):
                 raise ValueError(
                     f"--device={cfg.device!r}: {path} was trained with --device "
                     f"{stored.device!r}, and a run resumes on that kind of device (its random "
@@ -233,9 +312,19 @@ class Run:
             torch.use_deterministic_algorithms(True)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         if self.state is None:
-            name = str(cfg.run_dir) if cfg.run_dir else \
-                str(Path("runs") / run_name(cfg.env_id, cfg.agent, cfg.seed))
-            name, held = distributed.broadcast_object((name, _held_run(Path(name))))
+            if cfg.run_dir:
+                name = str(cfg.run_dir)
+                if Path(name).exists() and not Path(name).is_dir():
+                    raise ValueError(f"--run-dir={name!r} is a file; give a folder (new, "
+                                     f"empty, or a run's to --resume it)")
+                held = _held_run(Path(name))
+                self._made_dir = not Path(name).exists()
+            else:  # made here, atomically: runs started in the same second get their own
+                name = _new_default_folder(Path("runs") / run_name(cfg.env_id, cfg.agent,
+                                                                   cfg.seed)) \
+                    if self.main else ""
+                held, self._made_dir = None, True
+            name, held = distributed.broadcast_object((name, held))
             if held:  # rank 0 looked: every rank raises
                 raise ValueError(f"--run-dir={name!r} already holds a run ({held}); continue "
                                  f"it with --resume {name}, or give another --run-dir")
@@ -246,7 +335,7 @@ class Run:
         self.ckpt_dir = self.dir / "checkpoints"
         start = 0 if self.state is None else self.state["update"] + 1
         # TensorBoard steps are training images; on resume, events after the checkpoint go.
-        log_dir = self.dir if self.main else _scratch_dir()  # rank > 0: events discarded
+        log_dir = self.dir if self.main else None  # rank > 0: events discarded
         self.logger = Logger(log_dir, purge_step=start * cfg.batch_size + 1
                              if self.state is not None else None)
         if self.state is None:
@@ -284,12 +373,25 @@ class Run:
         except RuntimeError as exc:
             src = state.get("config", {})
             detail = str(exc).strip().splitlines()
+            self._discard()  # nothing was trained: the same --run-dir takes the fixed command
             raise ValueError(
                 f"--init-from={self.cfg.init_from!r}: the weights of {path} (agent "
                 f"{src.get('agent')!r}, env {src.get('env')!r}) do not fit --agent "
                 f"{self.cfg.agent} with these sizes ({' '.join(detail[:2])[:300]}); give a run "
                 f"of the same agent with the same network sizes") from exc
         print(f"hardattn: initial weights from {path} (update {state.get('update')})")
+
+    def _discard(self) -> None:
+        """Remove what opening this new run wrote (its record and event files; the folder
+        itself if this run made it), before anything was trained."""
+        self.logger.close()
+        if not self.main or self.state is not None:
+            return
+        for p in [self.dir / "config.json", self.dir / "meta.json",
+                  *self.dir.glob("events.out.tfevents.*")]:
+            p.unlink(missing_ok=True)
+        if self._made_dir and not any(self.dir.iterdir()):
+            self.dir.rmdir()
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum, frame) -> None:
@@ -356,13 +458,6 @@ class Run:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
-
-
-def _scratch_dir() -> Path:
-    """Where a rank other than 0 sends its (unused) TensorBoard events."""
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix=f"hardattn_rank{distributed.rank()}_"))
 
 
 def _recorded(config, source: Path) -> dict:

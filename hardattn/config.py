@@ -47,6 +47,38 @@ def _literal_fields() -> dict[str, tuple]:
             if typing.get_origin(hints[f.name]) is Literal}
 
 
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _fits(value, kind) -> bool:
+    """Whether ``value`` has the plain type ``kind`` (bool is not an int; an int is a float)."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def type_errors(config) -> list[str]:
+    """One message per field of the dataclass ``config`` whose value is not of its declared
+    plain type (``int``, ``float``, ``bool``, ``str``, or one of those or None); ``Literal``
+    fields are checked against their choices elsewhere. Values from ``--overrides`` JSON or
+    Python callers reach a config unchecked by the command-line parser."""
+    hints = typing.get_type_hints(type(config))
+    out = []
+    for f in dataclasses.fields(config):
+        hint, value = hints[f.name], getattr(config, f.name)
+        kinds = [a for a in (typing.get_args(hint) or (hint,)) if a is not type(None)]
+        if not kinds or not all(k in _KINDS for k in kinds):
+            continue  # Literal and compound types
+        if value is None and type(None) in typing.get_args(hint):
+            continue
+        if not any(_fits(value, k) for k in kinds):
+            out.append(f"--{f.name.replace('_', '-')}={value!r} must be "
+                       f"{' or '.join(_KINDS[k] for k in kinds)}")
+    return out
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Train a glimpse agent (``hardattn train``)."""
@@ -268,7 +300,10 @@ class TrainConfig:
             need(isinstance(v, int) and not isinstance(v, bool) and v >= lo,
                  f"--{name.replace('_', '-')}={v!r} must be an integer >= {lo}")
 
+        bad_types = type_errors(self)
+        need(not bad_types, "; ".join(bad_types))
         need(self.agent in AGENTS, f"--agent={self.agent!r} is not one of {AGENTS}")
+        need(self.seed >= 0, f"--seed={self.seed} must be an integer >= 0")
         for name, choices in _literal_fields().items():
             value = getattr(self, name)
             need(value in choices, f"--{name.replace('_', '-')}={value!r} is not one of "
@@ -294,6 +329,11 @@ class TrainConfig:
                      "test_size", "eval_batch", "log_every", "image_every",
                      "checkpoint_every", "keep_checkpoints"):
             positive_int(name)
+        need(self.budget_images >= self.batch_size,
+             f"--total-images={self.budget_images} is less than one batch (--batch-size="
+             f"{self.batch_size}); give at least {self.batch_size}" if self.epochs is None else
+             f"--epochs={self.epochs} is {self.budget_images} canvases, less than one batch "
+             f"(--batch-size={self.batch_size})")
         positive_int("grad_stats_every", allow_zero=True)
         positive_int("augment_shift", allow_zero=True)
         need(self.augment_shift == 0 or self.agent not in MEMORY_AGENTS,

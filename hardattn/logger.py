@@ -31,16 +31,18 @@ class Logger:
     """``record(key, value)`` any number of times, then ``dump(step)`` writes them all.
 
     Args:
-        run_dir: the run folder (event files go there).
+        run_dir: the run folder (event files go there); None: write nothing (the ranks of a
+            data-parallel run other than rank 0, which alone logs).
         purge_step: on resume, the first step to be written again: TensorBoard drops events
             at or after it, so curves continue without duplicated steps.
     """
 
-    def __init__(self, run_dir: str | Path, purge_step: int | None = None) -> None:
+    def __init__(self, run_dir: str | Path | None, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.run_dir = Path(run_dir)
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=purge_step)
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.writer = _NullWriter() if run_dir is None else \
+            SummaryWriter(str(self.run_dir), purge_step=purge_step)
         self._values: dict[str, list[float]] = {}
 
     def record(self, key: str, value: float | torch.Tensor) -> None:
@@ -76,3 +78,10 @@ class Logger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class _NullWriter:
+    """A ``SummaryWriter`` that discards everything."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None

@@ -104,7 +104,7 @@ def test_memory_copy_curriculum_needs_a_warm_up_budget_below_every_T(tmp_path):
 
 def test_associative_recall_rows(tmp_path):
     bench = load("associative_recall")
-    out = bench.main(["--seeds", "1", "--N", "3,5", "--episodes", "16", "--eval-size", "8",
+    out = bench.main(["--seeds", "1", "--N", "3,5", "--episodes", "64", "--eval-size", "8",
                       "--test-size", "8", "--device", "cpu", "--threads", "1",
                       "--out", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")])
     assert Path(out).name == "associative_recall.json"
@@ -128,14 +128,14 @@ def test_associative_recall_rows(tmp_path):
 def test_associative_recall_curriculum_over_N(tmp_path):
     bench = load("associative_recall")
     runs = tmp_path / "runs"
-    out = bench.main(["--agents", "hard-read", "--seeds", "1", "--N", "5,3,7", "--episodes", "16",
+    out = bench.main(["--agents", "hard-read", "--seeds", "1", "--N", "5,3,7", "--episodes", "64",
                       "--eval-size", "8", "--test-size", "8", "--device", "cpu", "--threads",
                       "1", "--curriculum", "--out", str(tmp_path / "results"), "--runs",
                       str(runs)])
     acc = {(r["labels"]["N"], r["labels"]["curriculum"], r["labels"].get("episodes_total"))
            for r in rows_of(out) if r["metric"] == "accuracy_pct"}
     assert acc == {(3, "none", None), (5, "none", None), (7, "none", None),
-                   (5, "3>5", 32), (7, "3>5>7", 48)}
+                   (5, "3>5", 128), (7, "3>5>7", 192)}
     stage = json.loads((runs / "associative_recall_cur3_N7__hard-read__0" / "config.json")
                        .read_text())
     assert stage["init_from"] == str(runs / "associative_recall_cur3_N5__hard-read__0")

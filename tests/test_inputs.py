@@ -1,0 +1,205 @@
+"""Bad input fails before any work, in one line that names the bad value and the fix, and
+leaves nothing behind; flags that would be silently ignored are refused.
+
+Found by an audit of the command line: each case here was a traceback, a late failure, a
+leftover run folder or a flag dropped without a word.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hardattn import checkpoint as ckpt
+from hardattn.config import TrainConfig
+
+TINY = dict(agent="reinforce", env="GlimpseMNIST-v0", device="cpu", batch_size=16,
+            total_images=16 * 3, eval_every=3, eval_size=100, test_size=100, eval_batch=100,
+            log_every=1, image_every=3, grad_stats_every=0, checkpoint_every=3, progress=False,
+            threads=1, core_hidden=32, glimpse_hidden=32, what_hidden=16, where_hidden=16)
+
+
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hardattn.cli", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def one_line_error(out: subprocess.CompletedProcess, *named: str) -> None:
+    assert out.returncode != 0, out.stdout
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    for n in named:
+        assert n in lines[0], (n, lines[0])
+
+
+# ----------------------------------------------------------------------------- config fields
+@pytest.mark.parametrize("kw, flag", [
+    (dict(gamma=1.5), "--gamma=1.5"), (dict(gae_lambda=-0.1), "--gae-lambda=-0.1"),
+    (dict(ema_decay=1.0), "--ema-decay=1.0"), (dict(std=0.0), "--std=0.0"),
+    (dict(std_end=3.0), "--std-end=3.0"), (dict(max_grad_norm=-1.0), "--max-grad-norm=-1.0"),
+    (dict(value_coef=-1.0), "--value-coef"), (dict(reinforce_coef=-1.0), "--reinforce-coef"),
+    (dict(n_glimpses=1), "--n-glimpses=1"), (dict(epochs=0.0, total_images=None), "--epochs=0.0"),
+    # Wrong types: they failed late with a TypeError, or trained with the string.
+    (dict(std="abc"), "--std='abc' must be a number"),
+    (dict(lr_decay="maybe"), "--lr-decay='maybe' must be true or false"),
+    (dict(batch_size=16.0), "--batch-size=16.0 must be an integer"),
+    (dict(core_hidden=True), "--core-hidden=True must be an integer"),
+    (dict(run_dir=3), "--run-dir=3 must be a string"),
+    (dict(seed=-1), "--seed=-1 must be an integer >= 0"),
+    (dict(total_images=10), "--total-images=10 is less than one batch (--batch-size=16)"),
+])
+def test_bad_fields_name_the_flag(kw, flag):
+    from hardattn.agents.run import registered_ids
+
+    with pytest.raises(ValueError, match=flag.replace(".", r"\.").replace("(", r"\(")
+                       .replace(")", r"\)")):
+        TrainConfig(**{**TINY, **kw}).validate(registered_ids())
+
+
+def test_a_negative_seed_leaves_no_run_folder(data_root, tmp_path):
+    out = cli("train", "--seed", "-1", "--device", "cpu", "--run-dir", str(tmp_path / "run"),
+              "--no-progress")
+    one_line_error(out, "--seed=-1")
+    assert not (tmp_path / "run").exists()
+
+
+def test_compare_refuses_an_override_of_the_wrong_type_before_training(data_root, tmp_path):
+    out = cli("compare", "--preset", "mnist28", "--agents", "reinforce", "--seeds", "1",
+              "--device", "cpu", "--out", str(tmp_path / "cmp"), "--overrides",
+              "reinforce.std=abc")
+    one_line_error(out, "--std='abc'")
+    assert not list((tmp_path / "cmp").glob("*/config.json"))
+
+
+# ----------------------------------------------------------------------------- flags a run drops
+def finished_run(tmp_path):
+    from hardattn.agents.run import train
+
+    cfg = TrainConfig(**{**TINY, "total_images": 16 * 6, "run_dir": str(tmp_path / "run")})
+    train(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("extra, named", [
+    (dict(lr=0.5), "--lr=0.5"),
+    (dict(total_images=1000), "--total-images=1000"),
+    (dict(agent="draw"), "--agent='draw'"),
+    (dict(init_from="X"), "--init-from"),
+    (dict(from_run="X"), "--from-run"),
+])
+def test_resume_refuses_flags_it_would_ignore(data_root, tmp_path, extra, named):
+    from hardattn.agents.run import train
+
+    cfg = finished_run(tmp_path)
+    for p in (tmp_path / "run" / "checkpoints").glob("ckpt_00000005.pt"):
+        p.unlink()  # unfinished: resumable from update 2
+    (tmp_path / "run" / "report.json").unlink()
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        train(TrainConfig(resume=str(tmp_path / "run"), progress=False, **extra))
+    # The same config, or only the flags that may change, resume.
+    train(dataclasses.replace(cfg, resume=str(tmp_path / "run"), threads=1))
+
+
+@pytest.mark.parametrize("extra, named", [
+    (dict(seed=5), "--seed=5"), (dict(init_from="X"), "--init-from"),
+])
+def test_from_run_refuses_flags_it_would_ignore(data_root, tmp_path, extra, named):
+    from hardattn.agents.run import train
+
+    finished_run(tmp_path)
+    with pytest.raises(ValueError, match=named):
+        train(TrainConfig(from_run=str(tmp_path / "run"), run_dir=str(tmp_path / "again"),
+                          progress=False, **extra))
+    assert not (tmp_path / "again").exists()
+
+
+def test_init_from_weights_that_do_not_fit_leave_no_run_folder(data_root, tmp_path):
+    from hardattn.agents.run import train
+
+    finished_run(tmp_path)
+    new = tmp_path / "new"
+    bad = TrainConfig(**{**TINY, "core_hidden": 64, "run_dir": str(new),
+                         "init_from": str(tmp_path / "run")})
+    with pytest.raises(ValueError, match="do not fit"):
+        train(bad)
+    assert not new.exists()
+    # The same folder then takes the corrected command.
+    train(dataclasses.replace(bad, core_hidden=32))
+    assert (new / "report.json").exists()
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(data_root, tmp_path, monkeypatch):
+    from hardattn.agents import run as run_mod
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_mod, "run_name", lambda *a, **k: "GlimpseMNIST-v0__reinforce__0__t")
+    a = run_mod.train(TrainConfig(**TINY))
+    b = run_mod.train(TrainConfig(**TINY))
+    assert a["run_dir"] != b["run_dir"]
+    assert json.loads((tmp_path / a["run_dir"] / "report.json").read_text())["run_dir"] == \
+        a["run_dir"]
+
+
+# ----------------------------------------------------------------------------- eval and bench
+def test_eval_names_an_sb3_checkpoint(data_root, tmp_path):
+    from hardattn.agents.run import train
+
+    train(TrainConfig(agent="sb3-ppo", env="GlimpseMNIST-v0", device="cpu", batch_size=16,
+                      total_images=32, eval_every=1, eval_size=100, test_size=100,
+                      eval_batch=100, log_every=1, checkpoint_every=1, progress=False, threads=1,
+                      glimpse_hidden=32, what_hidden=32, where_hidden=32,
+                      run_dir=str(tmp_path / "sb3")))
+    for target in (tmp_path / "sb3", ckpt.periodic_checkpoints(tmp_path / "sb3" /
+                                                               "checkpoints")[-1]):
+        one_line_error(cli("eval", "--checkpoint", str(target), "--device", "cpu"),
+                       "Stable-Baselines3", "report.json")
+
+
+@pytest.mark.parametrize("cmd", ["eval", "bench"])
+def test_an_unknown_device_is_named(tmp_path, cmd):
+    args = ["--checkpoint", str(tmp_path)] if cmd == "eval" else ["--presets", "mnist28"]
+    one_line_error(cli(cmd, *args, "--device", "tpu"), "--device='tpu'", "auto, cpu, cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_without_cuda_is_named(tmp_path):
+    one_line_error(cli("bench", "--presets", "mnist28", "--device", "cuda"),
+                   "CUDA is not available")
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--threads", "-1"], "--threads=-1"),
+    (["--updates", "0"], "--updates=0"),
+    (["--repeats", "0"], "--repeats=0"),
+    (["--presets", "mnist28,foo"], "'foo'"),
+    (["--out", "AFILE"], "--out"),
+])
+def test_bench_checks_its_flags_before_timing(tmp_path, args, named):
+    (tmp_path / "AFILE").write_text("x")
+    out = cli("bench", "--device", "cpu", "--repeats", "1", "--updates", "1", "--no-profile",
+              *args, cwd=tmp_path)
+    one_line_error(out, named)
+    assert "images/s" not in out.stdout  # nothing was timed
+
+
+def test_a_logger_without_a_folder_writes_nothing(tmp_path, monkeypatch):
+    """torchrun ranks > 0 log into it (they left a temporary folder of events per run)."""
+    from hardattn.logger import Logger
+
+    monkeypatch.chdir(tmp_path)
+    log = Logger(None)
+    log.record("a/b", 1.0)
+    assert log.dump(3) == {"a/b": 1.0}
+    log.image("i", torch.zeros(4, 4, 3, dtype=torch.uint8).numpy(), 3)
+    log.histogram("h", torch.zeros(3), 3)
+    log.text("t", "x")
+    log.hparams({"x": 1}, {"y": 2.0})
+    log.flush()
+    log.close()
+    assert not list(tmp_path.iterdir())
