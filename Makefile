@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# About 5 minutes on 2 CPU cores: RAM + REINFORCE on cluttered 60x60 MNIST, validation-selected,
-# then the test error once, and the TensorBoard command.
+# About 3 minutes on 2 quiet CPU cores (154 s measured), plus the install: RAM + REINFORCE on
+# cluttered 60x60 MNIST, validation-selected, then the test error once, and the TensorBoard
+# command.
 demo: $(STAMP)
 	$(VENV)/bin/hardattn train --agent reinforce --env GlimpseCluttered60-v0 \
 		--total-images 640000 --batch-size 128 --eval-every 500 --checkpoint-every 500

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hardattn.config import SOFT_AGENTS, TrainConfig, type_errors
+from hardattn.config import AGENT_FIELDS, SOFT_AGENTS, TrainConfig, type_errors, used_by
 
 from .memory_common import reader_settings
 
@@ -150,6 +150,10 @@ class CompareConfig:
                 value = json.loads(raw)
             except json.JSONDecodeError:
                 value = raw
+            if not agent and name in AGENT_FIELDS and \
+                    not set(AGENT_FIELDS[name]) & set(self.agent_list()):
+                raise ValueError(f"--overrides {item!r}: {name!r} is read by --agent "
+                                 f"{', '.join(AGENT_FIELDS[name])}, none of them in --agents")
             out.setdefault(agent or None, {})[name] = value
         return out
 
@@ -204,6 +208,7 @@ class CompareConfig:
                       threads=self.run_threads(),
                       run_dir=str(self.out_dir() / f"{agent}__seed{seed}"))
         ov = self.parsed_overrides()
-        fields.update(ov[None])
+        # A global override of one family's field (feature_channels=8) goes to that family.
+        fields.update(used_by(agent, ov[None]))
         fields.update(ov.get(agent, {}))
         return TrainConfig(**fields)

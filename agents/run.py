@@ -174,6 +174,12 @@ def preflight(cfg: TrainConfig) -> TrainConfig:
     Raises:
         ValueError: naming the flag, its value and the fix.
     """
+    other = registered_ids(None if cfg.agent in MEMORY_AGENTS else MEMORY_AGENTS[0])
+    if cfg.env_id in other and cfg.env_id not in registered_ids(cfg.agent):
+        kind, agents = ("glimpse", "reinforce, actor-critic, the SB3 and backprop agents") \
+            if cfg.agent in MEMORY_AGENTS else ("memory", ", ".join(MEMORY_AGENTS))
+        raise ValueError(f"--env={cfg.env!r} is a {kind} env, and --agent {cfg.agent} does "
+                         f"not train on it; give --agent {agents}, or another --env")
     cfg.validate(registered_ids(cfg.agent))
     _check_canvas(cfg)
     return cfg

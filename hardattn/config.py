@@ -47,6 +47,21 @@ def _literal_fields() -> dict[str, tuple]:
             if typing.get_origin(hints[f.name]) is Literal}
 
 
+# Fields that one family of agents reads: given to another agent they would be ignored, so
+# ``validate`` refuses them (compare applies a global override only where it is read).
+AGENT_FIELDS = {
+    "score": ("soft-cnn",), "attention_dim": ("soft-cnn",), "feature_channels": ("soft-cnn",),
+    "draw_grid": ("draw",), "cnn_channels": ("cnn",), "fc_hidden": ("cnn", "mlp"),
+    "read_score": ("hard-read", "hard-read-ac", "soft-read", "sab"),
+    "sab_k_top": ("sab",), "sab_k_att": ("sab",), "sab_k_trunc": ("sab",),
+}
+
+def used_by(agent: str, fields: dict) -> dict:
+    """``fields`` without those of ``AGENT_FIELDS`` that ``agent`` does not read: one set of
+    settings for several agents (``hardattn compare``'s overrides, sweeps)."""
+    return {k: v for k, v in fields.items() if agent in AGENT_FIELDS.get(k, (agent,))}
+
+
 _KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
@@ -304,6 +319,17 @@ class TrainConfig:
         need(not bad_types, "; ".join(bad_types))
         need(self.agent in AGENTS, f"--agent={self.agent!r} is not one of {AGENTS}")
         need(self.seed >= 0, f"--seed={self.seed} must be an integer >= 0")
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        for name, users in AGENT_FIELDS.items():
+            value = getattr(self, name)
+            need(value == defaults[name] or self.agent in users,
+                 f"--{name.replace('_', '-')}={value!r} is for --agent {', '.join(users)}; "
+                 f"--agent {self.agent} does not use it (leave it out)")
+        for name in ("memory_T", "eval_T"):  # CopyMemory's delay; AssociativeRecall has none
+            value = getattr(self, name)
+            need(value is None or self.agent not in MEMORY_AGENTS or "CopyMemory" in self.env,
+                 f"--{name.replace('_', '-')}={value!r} is for --env CopyMemory-v0 (its delay); "
+                 f"{self.env} is sized by --memory-pairs")
         for name, choices in _literal_fields().items():
             value = getattr(self, name)
             need(value in choices, f"--{name.replace('_', '-')}={value!r} is not one of "

@@ -1,16 +1,24 @@
 """The official MNIST files: where they are, how they are read, and the train/val/test split.
 
 ``resolve_root`` finds the data root (argument, else ``$HARDATTN_DATA``, else ``./data``);
-``load_mnist`` reads the four idx files once per process (``read_idx``), downloads them with
-torchvision when they are absent, and cuts the split: ``train`` is the official training set
-minus its last 10,000 images, ``val`` those 10,000, ``test`` the official test set.
+``load_mnist`` reads the four idx files once per process (``read_idx``), downloads them when
+they are absent (``_download``: with torchvision, else with a built-in downloader from the same
+mirrors), and cuts the split: ``train`` is the official training set minus its last 10,000
+images, ``val`` those 10,000, ``test`` the official test set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gzip
+import hashlib
+import http.client
 import math
 import os
+import tempfile
+import urllib.request
+import zlib
 from pathlib import Path
 
 import torch
@@ -25,6 +33,24 @@ RAW_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+# Where the built-in downloader looks, in order: the mirrors torchvision's MNIST uses, so both
+# paths fetch the same files. ``<mirror><name>.gz``; tests point this at file:// folders.
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+# MD5 of each official file once uncompressed. Checked on the uncompressed bytes, not on the .gz
+# (torchvision's sums), because those bytes are what lands on disk and what read_idx trusts.
+RAW_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+# Seconds a stalled connection may stay silent before that mirror counts as failed.
+DOWNLOAD_TIMEOUT_S = 60.0
+# Sent as User-Agent, as torchvision sends its own: servers may refuse urllib's default one.
+_USER_AGENT = "hardattn"
 
 
 class MNISTNotFoundError(FileNotFoundError):
@@ -98,18 +124,118 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
 
 
 def _download(root: Path) -> None:
-    """Fetch the four raw files into ``root/MNIST/raw`` with torchvision's MNIST downloader."""
+    """Fetch the four raw files into ``root/MNIST/raw``.
+
+    torchvision's MNIST downloader first (the project's documented path); when torchvision does
+    not import (e.g. its CUDA wheel under the CPU-only torch build), the built-in
+    ``_fetch_raw``, which uses the same mirrors and needs only the standard library.
+
+    Raises:
+        MNISTNotFoundError: every way to download failed; the message says why.
+    """
     try:
         import torchvision  # deferred: only a download needs it, and it costs about a second
     except Exception as exc:  # ImportError, or a torchvision built for another torch
-        raise MNISTNotFoundError(
-            _missing_message(root, f"download impossible, torchvision does not import: {exc}")
-        ) from exc
+        _fetch_raw(root, f"torchvision does not import ({exc})")
+        return
     try:
         torchvision.datasets.MNIST(root=str(root), train=True, download=True)
         torchvision.datasets.MNIST(root=str(root), train=False, download=True)
     except Exception as exc:  # URLError, checksum mismatch, no space left...
         raise MNISTNotFoundError(_missing_message(root, f"download failed: {exc}")) from exc
+
+
+# What a mirror can do wrong: unreachable or HTTP error (URLError is an OSError), a body that is
+# not gzip (BadGzipFile is too), a cut-off stream (EOFError, zlib.error, IncompleteRead), or
+# bytes that are not the official file (ValueError from _fetch_verified).
+_MIRROR_ERRORS = (OSError, EOFError, zlib.error, http.client.HTTPException, ValueError)
+
+
+def _fetch_raw(root: Path, why: str) -> None:
+    """Download each absent file of ``RAW_FILES`` into ``root/MNIST/raw``, trying ``MIRRORS``.
+
+    Files already present are left alone (an earlier, interrupted call keeps what it finished:
+    each file lands only complete and verified). A mirror that fails or serves a file whose
+    MD5 is not the official one is skipped for the next.
+
+    Args:
+        root: the data root.
+        why: why torchvision was not used; it opens the failure message.
+
+    Raises:
+        MNISTNotFoundError: some file failed on every mirror; the message lists, per mirror,
+            what went wrong. No partial or unverified file is left behind.
+    """
+    raw = root / "MNIST" / "raw"
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MNISTNotFoundError(
+            _missing_message(root, f"download failed: {why}, and {exc}")
+        ) from exc
+    for name in RAW_FILES:
+        dest = raw / name
+        if dest.exists():
+            continue
+        errors = []
+        for mirror in MIRRORS:
+            url = f"{mirror}{name}.gz"
+            try:
+                _fetch_verified(url, dest, RAW_MD5[name])
+                break
+            except _MIRROR_ERRORS as exc:
+                errors.append(f"{url}: {str(exc) or type(exc).__name__}")
+        else:
+            raise MNISTNotFoundError(
+                _missing_message(
+                    root,
+                    f"download failed: {why}, and the built-in downloader got no valid "
+                    f"{name} from any mirror: {'; '.join(errors) or 'no mirrors configured'}",
+                )
+            )
+
+
+def _fetch_verified(url: str, dest: Path, md5: str) -> None:
+    """Stream the gzip file at ``url``, uncompressed, into ``dest`` if its MD5 is ``md5``.
+
+    The bytes go to a temporary file in ``dest``'s folder, are fsynced, and are renamed over
+    ``dest`` only once their MD5 matches: a crash, a kill or a cut connection never leaves a
+    truncated file under the real name, where ``_load_official`` would take it for data.
+
+    Raises:
+        ValueError: the uncompressed bytes are not the official file (MD5 mismatch).
+        OSError, EOFError, zlib.error, http.client.HTTPException: transfer or gzip failure.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.md5(usedforsecurity=False)
+        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response,
+            gzip.GzipFile(fileobj=response) as unzipped,
+        ):
+            while chunk := unzipped.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != md5:
+            raise ValueError(
+                f"MD5 of the uncompressed file is {digest.hexdigest()}, not the official {md5}"
+            )
+        os.replace(tmp, dest)
+    except BaseException:  # Ctrl-C included: never leave the temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
+    # Make the rename itself durable; a folder that cannot be opened (Windows) only loses that.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 @functools.lru_cache(maxsize=4)
@@ -151,7 +277,8 @@ def load_mnist(
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``.
         root: data root (see ``resolve_root``).
-        download: try torchvision's download when the files are absent.
+        download: download the files when they are absent (torchvision, else the built-in
+            downloader; see ``_download``).
 
     Raises:
         ValueError: unknown split.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hardattn import data
-from hardattn.config import TrainConfig
+from hardattn.config import TrainConfig, used_by
 
 
 def _bank(n: int = 64):
@@ -91,6 +91,7 @@ def test_a_shifted_run_trains_and_differs_from_an_unshifted_one(data_root, tmp_p
               eval_batch=100, log_every=1, image_every=100, grad_stats_every=0,
               checkpoint_every=4, progress=False, core_hidden=32, glimpse_hidden=32,
               what_hidden=16, where_hidden=16, fc_hidden=32, feature_channels=8, threads=1)
+    kw = used_by(agent, kw)
     a = train(TrainConfig(**kw, augment_shift=2, run_dir=str(tmp_path / "a")))
     b = train(TrainConfig(**kw, run_dir=str(tmp_path / "b")))
     assert a["test_size"] == b["test_size"] == 100

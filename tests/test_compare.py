@@ -12,6 +12,15 @@ OVERRIDES = ("core_hidden=32", "glimpse_hidden=32", "what_hidden=16", "where_hid
              "fc_hidden=32", "feature_channels=8", "log_every=1", "image_every=3")
 
 
+def for_agents(overrides: tuple, agents: str) -> tuple:
+    """``overrides`` without the fields no agent of ``agents`` reads (compare refuses those)."""
+    from hardattn.config import AGENT_FIELDS
+
+    names = agents.split(",")
+    return tuple(o for o in overrides if o.split("=")[0] not in AGENT_FIELDS
+                 or set(AGENT_FIELDS[o.split("=")[0]]) & set(names))
+
+
 def tiny(tmp_path, **kw):
     from hardattn.agents.compare import CompareConfig
 
@@ -20,6 +29,8 @@ def tiny(tmp_path, **kw):
                 eval_size=100, test_size=100, eval_batch=100, overrides=OVERRIDES,
                 device="cpu", progress=False, show=3, out=str(tmp_path / "cmp"))
     base.update(kw)
+    if base["agents"]:
+        base["overrides"] = for_agents(base["overrides"], base["agents"])
     return CompareConfig(**base)
 
 
@@ -298,3 +309,17 @@ def test_benchmark_json_reports_the_wall_time_of_results_md(data_root, tmp_path)
     assert ips["value"] == pytest.approx(256 / report_wall)
     md_rows = list(csv.DictReader(open(tmp_path / "res" / "compare_mnist28" / "results.csv")))
     assert float(md_rows[0]["wall_s_mean"]) == pytest.approx(wall["value"], abs=1e-3)
+
+
+def test_a_global_override_goes_to_the_agents_that_read_it(data_root, tmp_path):
+    """``feature_channels`` is soft-cnn's: given for all, the other agents keep their config
+    (validate refuses it on them); given where no agent reads it, compare refuses it."""
+    cfg = tiny(tmp_path, agents="reinforce,soft-cnn")
+    assert "feature_channels=8" in cfg.overrides
+    assert cfg.train_config("soft-cnn", 0).feature_channels == 8
+    assert cfg.train_config("reinforce", 0).feature_channels == 64  # its default: unused
+    with pytest.raises(ValueError, match=r"'feature_channels' is read by --agent soft-cnn"):
+        from hardattn.agents.compare import CompareConfig
+
+        CompareConfig(preset="mnist28", agents="reinforce", overrides=("feature_channels=8",),
+                      device="cpu").validate()

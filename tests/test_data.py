@@ -465,6 +465,11 @@ def test_download_goes_through_torchvision_then_reads_the_files_it_wrote(tmp_pat
 def test_failed_download_says_why_and_names_both_fixes(tmp_path, monkeypatch, failure):
     if failure == "import":  # e.g. torchvision's CUDA wheel under the CPU-only torch build
         monkeypatch.setitem(sys.modules, "torchvision", None)
+        # The built-in fallback then tries the mirrors: an empty local one, never the network.
+        import hardattn.mnist
+
+        (tmp_path / "empty").mkdir()
+        monkeypatch.setattr(hardattn.mnist, "MIRRORS", ((tmp_path / "empty").as_uri() + "/",))
     else:
         class Offline:
             def __init__(self, root, train, download):

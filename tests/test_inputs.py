@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -203,3 +204,32 @@ def test_a_logger_without_a_folder_writes_nothing(tmp_path, monkeypatch):
     log.flush()
     log.close()
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kw, named", [
+    (dict(score="dot"), "--score='dot' is for --agent soft-cnn"),
+    (dict(feature_channels=8), "--feature-channels=8 is for --agent soft-cnn"),
+    (dict(draw_grid=4), "--draw-grid=4 is for --agent draw"),
+    (dict(cnn_channels=4), "--cnn-channels=4 is for --agent cnn"),
+    (dict(fc_hidden=32), "--fc-hidden=32 is for --agent cnn, mlp"),
+    (dict(read_score="dot"), "--read-score='dot' is for --agent hard-read"),
+    (dict(sab_k_top=3), "--sab-k-top=3 is for --agent sab"),
+    (dict(agent="hard-read", env="AssociativeRecall-v0", memory_T=50),
+     "--memory-T=50 is for --env CopyMemory-v0"),
+    (dict(agent="hard-read", env="AssociativeRecall-v0", eval_T=999),
+     "--eval-T=999 is for --env CopyMemory-v0"),
+])
+def test_flags_of_other_agents_or_envs_are_refused(kw, named):
+    """They were accepted and ignored (SB3 alone refused what it does not use)."""
+    from hardattn.agents.run import registered_ids
+
+    cfg = TrainConfig(**{**TINY, **kw})
+    with pytest.raises(ValueError, match=re.escape(named)):
+        cfg.validate(registered_ids(cfg.agent))
+
+
+def test_a_memory_env_for_a_glimpse_agent_names_the_memory_agents():
+    from hardattn.agents.run import preflight
+
+    with pytest.raises(ValueError, match=r"CopyMemory-v0.* memory env.*--agent hard-read"):
+        preflight(TrainConfig(**{**TINY, "env": "CopyMemory-v0"}))

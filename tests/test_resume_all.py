@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from hardattn import checkpoint as ckpt
-from hardattn.config import TrainConfig
+from hardattn.config import TrainConfig, used_by
 
 RAM = dict(env="GlimpseMNIST-v0", device="cpu", batch_size=16, total_images=16 * 6, eval_every=3,
            eval_size=100, test_size=100, eval_batch=100, log_every=1, image_every=3,
@@ -28,7 +28,8 @@ MEM = dict(env="CopyMemory-v0", memory_T=5, core="gru", core_hidden=16, batch_si
 
 def _resume_equals(tmp_path, base, agent, keep, **kw):
     from hardattn.agents.run import train
-    full = TrainConfig(**{**base, "agent": agent, "run_dir": str(tmp_path / "a"), **kw})
+    full = TrainConfig(**{**used_by(agent, base), "agent": agent, "run_dir": str(tmp_path / "a"),
+                          **kw})
     report = train(full)
     cut = tmp_path / "cut"
     shutil.copytree(tmp_path / "a", cut)
@@ -76,8 +77,8 @@ def test_signal_checkpoints_and_resume_equals_uninterrupted(data_root, tmp_path,
     from hardattn.agents.run import TrainingInterrupted, train
     mod, cls = trainer.rsplit(".", 1)
     T = getattr(importlib.import_module(mod), cls)
-    full = TrainConfig(**{**base, "agent": agent, "run_dir": str(tmp_path / "a"),
-                          "checkpoint_every": 100})
+    full = TrainConfig(**{**used_by(agent, base), "agent": agent,
+                          "run_dir": str(tmp_path / "a"), "checkpoint_every": 100})
     train(full)
     real = T.after_update
     with monkeypatch.context() as m:

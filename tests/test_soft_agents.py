@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from hardattn import checkpoint as ckpt
 from hardattn import sensors
-from hardattn.config import SOFT_AGENTS, TrainConfig
+from hardattn.config import SOFT_AGENTS, TrainConfig, used_by
 
 TINY = dict(env="GlimpseMNIST-v0", device="cpu", batch_size=16, total_images=16 * 6,
             eval_every=3, eval_size=100, test_size=100, eval_batch=100, log_every=1,
@@ -26,13 +26,14 @@ HARD_REPORT_KEYS = {"env", "agent", "seed", "val_error_pct", "best_update", "tes
 
 
 def tiny(tmp_path, agent="soft-glimpse", **kw) -> TrainConfig:
-    return TrainConfig(**{**TINY, "agent": agent, "run_dir": str(tmp_path / "run"), **kw})
+    return TrainConfig(**{**used_by(agent, TINY), "agent": agent, "run_dir": str(tmp_path / "run"),
+                          **kw})
 
 
 def model_and_task(agent: str, **kw):
     from hardattn.agents import soft_common as sc
 
-    cfg = TrainConfig(**{**TINY, "agent": agent, **kw}).validate()
+    cfg = TrainConfig(**{**used_by(agent, TINY), "agent": agent, **kw}).validate()
     task = sc.task_config(cfg)
     torch.manual_seed(0)
     return sc.make_model(cfg, task), task, cfg
@@ -284,7 +285,7 @@ def test_cli_trains_a_soft_agent_with_its_flags(data_root, tmp_path):
 
     args = ["train", "--agent", "soft-cnn", "--score", "general", "--run-dir",
             str(tmp_path / "run")]
-    for k, v in TINY.items():
+    for k, v in used_by("soft-cnn", TINY).items():
         flag = "--" + k.replace("_", "-")
         args += [flag if v is not False else "--no-" + k.replace("_", "-")] + \
             ([] if isinstance(v, bool) else [str(v)])
@@ -305,7 +306,8 @@ def test_short_run_learns_mnist28(data_root, tmp_path, agent):
     report = train(tiny(tmp_path, agent, total_images=64 * 300, batch_size=64, eval_every=100,
                         checkpoint_every=100, eval_size=1000, test_size=1000, eval_batch=500,
                         core_hidden=256, glimpse_hidden=256, what_hidden=128, where_hidden=128,
-                        fc_hidden=256, feature_channels=64, log_every=20, image_every=100))
+                        log_every=20, image_every=100,
+                        **used_by(agent, dict(fc_hidden=256, feature_channels=64))))
     # Chance is 90%. After 19,200 canvases cnn, mlp, soft-glimpse and draw were < 30% (2 CPU
     # cores, 2026-11), soft-cnn 23%, the noisier reparam-glimpse 38%.
     assert report["val_error_pct"] < 50.0
