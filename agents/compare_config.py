@@ -177,6 +177,9 @@ class CompareConfig:
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"--{name.replace('_', '-')}={v!r} must be an integer >= 1")
+        for flag, folder in (("--out", self.out), ("--results-dir", self.results_dir)):
+            if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+                raise ValueError(f"{flag}={folder!r} is a file; give a folder")
         if not 1 <= self.show <= 16:
             raise ValueError(f"--show={self.show} must be in [1, 16]")
         self.parsed_overrides()

@@ -46,6 +46,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     if not 1 <= cfg.n <= 10_000:
         raise ValueError(f"--n={cfg.n} must be in [1, 10000]")
     device = resolve_device(cfg.device)  # a bad --device fails before any reading
+    if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise ValueError(f"--out={cfg.out!r} is a file; give a folder for the JSON and PNG")
     path = Path(cfg.checkpoint)
     sb3 = (f"{str(path)!r} is a Stable-Baselines3 run's; its report.json holds the "
            f"validation-selected test error (hardattn eval scores the agents' own .pt models)")

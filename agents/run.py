@@ -331,7 +331,11 @@ class Run:
                     if self.main else ""
                 held, self._made_dir = None, True
             name, held = distributed.broadcast_object((name, held))
-            if held:  # rank 0 looked: every rank raises
+            if held and "report.json" in held:  # rank 0 looked: every rank raises
+                raise ValueError(f"--run-dir={name!r} holds a finished run ({held}); give "
+                                 f"another --run-dir (--init-from {name} starts from its "
+                                 f"weights)")
+            if held:
                 raise ValueError(f"--run-dir={name!r} already holds a run ({held}); continue "
                                  f"it with --resume {name}, or give another --run-dir")
             self.dir = Path(name)

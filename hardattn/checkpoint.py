@@ -111,6 +111,9 @@ def load_latest(target: str | Path, map_location: str | torch.device = "cpu",
         CheckpointError: nothing readable was found.
     """
     target = Path(target)
+    if not target.exists():
+        raise CheckpointError(f"{str(target)!r} does not exist; give a run folder, its "
+                              f"checkpoints/ folder or a checkpoint file")
     if target.is_file():
         candidates = [target] + [p for p in periodic_checkpoints(target.parent) if p != target]
     else:

@@ -37,6 +37,11 @@ def _resolve(argv: list[str]) -> tuple[str, list[str]]:
         name = " ".join(argv[:width])
         if len(argv) >= width and name in COMMANDS:
             return name, argv[width:]
+    group = [name for name in COMMANDS if name.split()[0] == argv[0] and " " in name]
+    if group and (len(argv) == 1 or argv[1] in ("-h", "--help")):  # `hardattn data --help`
+        print("\n".join([f"usage: hardattn {argv[0]} <command> [--help] [flags]", ""] +
+                         [f"  {name:<14} {COMMANDS[name][3]}" for name in group]))
+        raise SystemExit(0)
     raise SystemExit(f"hardattn: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}")
 
 

@@ -174,9 +174,11 @@ class TrainConfig:
     eval_every: int = 200
     """Validate every N updates (and at the end)."""
     eval_size: int = 10_000
-    """Validation canvases (the fixed val set; its first N)."""
+    """Validation canvases: the fixed val set of that size (10000: every digit of the split
+    once; a smaller N is a set of its own, not the first N of the full one)."""
     test_size: int = 10_000
-    """Test canvases for the final report (the fixed test set; its first N)."""
+    """Test canvases for the final report: the fixed test set of that size (as
+    --eval-size)."""
     eval_batch: int = 1000
     """Canvases per evaluation batch."""
     log_every: int = 20

@@ -393,9 +393,12 @@ def test_a_run_dir_that_holds_a_run_is_refused_without_resume(data_root, tmp_pat
     cfg = tiny(tmp_path, total_images=16 * 3)
     train(cfg)
     before = sorted(p.name for p in (tmp_path / "run").rglob("*"))
-    with pytest.raises(ValueError, match=r"already holds a run.*--resume"):
+    with pytest.raises(ValueError, match=r"holds a finished run.*--init-from"):
         train(dataclasses.replace(cfg, seed=1))
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before  # untouched
+    (tmp_path / "run" / "report.json").unlink()  # unfinished: resumable
+    with pytest.raises(ValueError, match=r"already holds a run.*--resume"):
+        train(dataclasses.replace(cfg, seed=1))
     (tmp_path / "empty").mkdir()  # an existing empty folder is fine
     train(dataclasses.replace(cfg, run_dir=str(tmp_path / "empty")))
 

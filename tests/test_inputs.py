@@ -233,3 +233,37 @@ def test_a_memory_env_for_a_glimpse_agent_names_the_memory_agents():
 
     with pytest.raises(ValueError, match=r"CopyMemory-v0.* memory env.*--agent hard-read"):
         preflight(TrainConfig(**{**TINY, "env": "CopyMemory-v0"}))
+
+
+def test_resume_of_a_missing_path_says_it_does_not_exist(tmp_path):
+    one_line_error(cli("train", "--resume", str(tmp_path / "nope"), "--device", "cpu"),
+                   str(tmp_path / "nope"), "does not exist")
+
+
+def test_a_finished_run_dir_names_init_from_not_resume(data_root, tmp_path):
+    from hardattn.agents.run import train
+
+    cfg = finished_run(tmp_path)
+    with pytest.raises(ValueError, match=r"finished.*--init-from") as err:
+        train(dataclasses.replace(cfg, seed=1))
+    assert "--resume" not in str(err.value)
+
+
+def test_data_help_lists_the_data_commands():
+    out = cli("data", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "data preview" in out.stdout
+
+
+@pytest.mark.parametrize("cmd", ["compare", "eval"])
+def test_an_out_folder_that_is_a_file_is_named(data_root, tmp_path, cmd):
+    (tmp_path / "afile").write_text("x")
+    if cmd == "compare":
+        args = ["compare", "--preset", "mnist28", "--agents", "cnn", "--seeds", "1",
+                "--device", "cpu", "--out", str(tmp_path / "afile")]
+    else:
+
+        cfg = finished_run(tmp_path)
+        args = ["eval", "--checkpoint", cfg.run_dir, "--device", "cpu", "--n", "100",
+                "--out", str(tmp_path / "afile")]
+    one_line_error(cli(*args), "--out", "is a file")
