@@ -22,7 +22,14 @@ from hardattn.envs.glimpse_task import GlimpseConfig
 
 from .ram_common import lr_at, make_optimizer, safe_step
 from .run import Run
-from .soft_common import CanvasStream, SoftOutput, SoftTrainer, classification_losses, task_config
+from .soft_common import (
+    CanvasStream,
+    SoftOutput,
+    SoftTrainer,
+    classification_losses,
+    task_config,
+    train_autocast,
+)
 
 N_CLASSES = 10
 
@@ -92,7 +99,8 @@ def train(cfg: TrainConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, update)
             images, labels = canvases.sample(cfg.batch_size)
-            out = model(images)
+            with train_autocast(cfg, dev):  # --precision bf16
+                out = model(images)
             losses = classification_losses(out, labels)
             applied, grad_norm = safe_step(losses, model, optimizer, cfg)
             trainer.after_update(update, out, labels, losses, applied, grad_norm)

@@ -46,6 +46,7 @@ from .soft_common import (
     SoftTrainer,
     classification_losses,
     task_config,
+    train_autocast,
 )
 
 
@@ -193,7 +194,8 @@ def train(cfg: TrainConfig) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, update)
             images, labels = canvases.sample(cfg.batch_size)
-            out = model(images)  # features once, then T soft reads
+            with train_autocast(cfg, dev):  # --precision bf16
+                out = model(images)  # features once, then T soft reads
             losses = classification_losses(out, labels)
             applied, grad_norm = safe_step(losses, model, optimizer, cfg)
             trainer.after_update(update, out, labels, losses, applied, grad_norm)

@@ -23,6 +23,7 @@ A model of this family is an ``nn.Module`` with::
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass, field
 
@@ -279,9 +280,18 @@ def model_costs(model: nn.Module, task: GlimpseConfig) -> dict:
 
 
 def classification_losses(out: SoftOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The whole loss of a backprop agent: cross-entropy of the last step's class scores."""
-    ce = F.cross_entropy(out.logits, labels)
+    """The whole loss of a backprop agent: cross-entropy of the last step's class scores (in
+    float32, also after a bfloat16 forward)."""
+    ce = F.cross_entropy(out.logits.float(), labels)
     return {"loss": ce, "loss_classify": ce}
+
+
+def train_autocast(cfg: TrainConfig, device: torch.device):
+    """The context of a training forward: bfloat16 autocast under ``--precision bf16``, else
+    none at all (a disabled autocast would switch off one the caller set)."""
+    if cfg.precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class SoftTrainer:

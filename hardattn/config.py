@@ -21,6 +21,9 @@ AGENTS = ("reinforce", "actor-critic", "sb3-ppo", "sb3-recurrent-ppo", "soft-gli
 MEMORY_AGENTS = ("hard-read", "hard-read-ac", "soft-read", "memoryless", "sab")
 HARD_READERS = ("hard-read", "hard-read-ac")  # the memory agents trained by REINFORCE
 # Agents trained end to end by backprop on canvases (no env, no REINFORCE).
+# --precision bf16: the RAM agents and the backprop agents whose cost is dense matrix work on
+# the whole canvas (the sensor-placing ones keep their coordinates in float32).
+BF16_AGENTS = ("reinforce", "actor-critic", "soft-cnn", "cnn", "mlp")
 SOFT_AGENTS = ("soft-glimpse", "reparam-glimpse", "draw", "soft-cnn", "cnn", "mlp")
 LOCATION_AGENTS = ("soft-glimpse", "reparam-glimpse", "draw")  # a location learned by backprop
 # Fields that came with a default other than what the code before them did: name -> (agents,
@@ -202,9 +205,11 @@ class TrainConfig:
     fine-tuning and curricula (CopyMemory T=20, then 100, then 300). The architecture must
     match; the optimiser, update counter and random streams start fresh."""
     precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16: the RAM network's matrix multiplies in bfloat16 (autocast, CPU or CUDA); weights,
-    Adam, losses, locations and their log-probabilities stay float32. reinforce and
-    actor-critic only. Fast where the hardware has bf16 GEMMs (AVX512-BF16/AMX, tensor cores)."""
+    """bf16: the network's matrix multiplies in bfloat16 (autocast, CPU or CUDA); weights,
+    Adam, losses, locations and their log-probabilities stay float32. For reinforce and
+    actor-critic (the RAM), and soft-cnn, cnn and mlp (the forward pass of training; their
+    evaluation stays float32); not for the agents that place a differentiable sensor. Fast
+    where the hardware has bf16 GEMMs (AVX512-BF16/AMX, tensor cores)."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms(True) (GPU runs: bit-reproducible, slower)."""
     progress: bool = True
@@ -406,8 +411,8 @@ class TrainConfig:
              f"--location-grad={self.location_grad} is for --agent "
              f"{', '.join(LOCATION_AGENTS)}; --agent {self.agent} has no differentiable "
              f"location (leave it at 'head')")
-        need(self.precision == "fp32" or self.agent in ("reinforce", "actor-critic"),
-             f"--precision={self.precision} is for --agent reinforce or actor-critic; "
+        need(self.precision == "fp32" or self.agent in BF16_AGENTS,
+             f"--precision={self.precision} is for --agent {', '.join(BF16_AGENTS)}; "
              f"--agent {self.agent} trains in fp32 (leave --precision at fp32)")
         for name in ("feature_channels", "cnn_channels", "fc_hidden"):
             positive_int(name)
