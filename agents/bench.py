@@ -298,7 +298,8 @@ def bench(bc: BenchConfig) -> Path:
         raise ValueError(f"--time-to-accuracy-eval-size={n!r} must be an integer in [1, 10000] "
                          f"(validation canvases)")
     for variant in bc.time_to_accuracy_variants:
-        train_config("mnist28", bc.batch_size, str(dev), **variant_overrides(variant)).validate()
+        train_config("mnist28", bc.batch_size, str(dev), epochs=TTA_EPOCHS,
+                     **variant_overrides(variant)).validate()  # as time_to_accuracy runs it
     torch.set_num_threads(bc.threads or len(os.sched_getaffinity(0)))
     t0 = time.perf_counter()
     rows = []

@@ -12,7 +12,9 @@ command resumes every unfinished run. When a run fails, the others are stopped t
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +24,11 @@ from pathlib import Path
 from hardattn.config import TrainConfig
 
 from .run import TrainingInterrupted
+
+
+def _for_child(signum: int) -> int:
+    """The signal passed on: SIGHUP as SIGTERM, which a run answers with a checkpoint."""
+    return signal.SIGTERM if signum == signal.SIGHUP else signum
 
 
 def train_parallel(configs: dict, jobs: int) -> set:
@@ -43,9 +50,13 @@ def train_parallel(configs: dict, jobs: int) -> set:
         stop.append(signum)
         for proc in running.values():
             if proc.poll() is None:
-                proc.send_signal(signum)
+                proc.send_signal(_for_child(signum))
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP too: a closed terminal ends the parent, and its children must stop with it.
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}
+    stopped = {128 + s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} | \
+        {-s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         while running or (pending and not stop and not failed):
             while pending and len(running) < jobs and not stop and not failed:
@@ -53,9 +64,12 @@ def train_parallel(configs: dict, jobs: int) -> set:
                 if (Path(cfg.run_dir) / "report.json").exists():
                     continue  # finished: ensure_run reuses it
                 trained.add(key)
-                running[key] = subprocess.Popen(
+                proc = subprocess.Popen(
                     [sys.executable, "-m", "hardattn.agents.compare_jobs", cfg.to_json()],
-                    start_new_session=True)  # the terminal's Ctrl-C reaches only the parent
+                    start_new_session=True, env=env)  # a terminal's Ctrl-C reaches the parent
+                running[key] = proc
+                if stop:  # a signal landed while it started, before on_signal could see it
+                    proc.send_signal(_for_child(stop[-1]))
             time.sleep(0.2)
             for key, proc in list(running.items()):
                 rc = proc.poll()
@@ -63,8 +77,7 @@ def train_parallel(configs: dict, jobs: int) -> set:
                     continue
                 del running[key]
                 # 128 + n: stopped by Run with a checkpoint; -n: killed before training
-                interrupted = abs(rc) in (signal.SIGINT, signal.SIGTERM, 128 + signal.SIGINT,
-                                          128 + signal.SIGTERM)
+                interrupted = rc in stopped
                 if rc != 0 and not (stop and interrupted):
                     failed.append(f"run {configs[key].run_dir!r} failed with exit code {rc}")
                     if not stop:  # stop the others: they checkpoint, nothing is lost
@@ -86,6 +99,22 @@ def train_parallel(configs: dict, jobs: int) -> set:
     return trained
 
 
+PARENT_ENV = "HARDATTN_COMPARE_PARENT"  # the parent's pid, for its children
+
+
+def _stop_with_parent() -> None:
+    """Linux: SIGTERM this child when its parent dies (SIGKILL included), so no run trains
+    on unattended; if the parent is already gone, stop now."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's signals alone stop children
+        return
+    parent = os.environ.get(PARENT_ENV)
+    if parent and os.getppid() != int(parent):
+        raise SystemExit(128 + signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> None:
     """A child: ``ensure_run`` of the config given as JSON; errors in one line, exit 1."""
     from hardattn.benchmarking import process_commit
@@ -93,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from .compare import ensure_run
 
+    _stop_with_parent()
     process_commit()  # the code this run trains with
     cfg = TrainConfig.from_dict(json.loads((argv or sys.argv[1:])[0]))
     try:

@@ -214,10 +214,6 @@ def _refuse_ignored_flags(cfg: TrainConfig) -> None:
         raise ValueError(f"--resume={cfg.resume!r} and --from-run={cfg.from_run!r} exclude each "
                          f"other: --resume continues a run, --from-run starts a new one from a "
                          f"run's config; give one")
-    if cfg.init_from:
-        raise ValueError(f"--init-from={cfg.init_from!r} starts a new run from given weights; "
-                         f"with {'--resume' if cfg.resume else '--from-run'} the weights are "
-                         f"{'the checkpoint' if cfg.resume else 'fresh'}'s; leave it out")
     if cfg.resume:
         state, path = ckpt.load_latest(cfg.resume, warn=lambda msg: None)
         recorded = _recorded(state.get("config"), path)
@@ -405,8 +401,10 @@ class Run:
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum, frame) -> None:
-        if self.stop_signal is not None:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
+        if self.stop_signal is not None:
+            if signum == signal.SIGINT:  # a second Ctrl-C: stop now, without the checkpoint
+                raise KeyboardInterrupt
+            return  # SIGTERM again (a process group's, passed on too): already stopping
         self.stop_signal = signum
 
     def updates(self, progress_postfix: dict) -> Iterator[int]:

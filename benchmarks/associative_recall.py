@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from hardattn.benchmarking import result, write_results
-from hardattn.config import TrainConfig
+from hardattn.config import TrainConfig, used_by
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import memory_copy as mcb  # noqa: E402  (the CopyMemory benchmark's settings and helpers)
@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> Path:
         """Every seed of ``agent`` at ``N`` (from ``init_dirs[seed]`` when given); adds its
         rows and returns the run folders."""
         nonlocal device
-        base = {**mcb.agent_fields(agent), "env": "AssociativeRecall-v0", "memory_pairs": N,
-                "read_score": args.read_score, "total_images": args.episodes,
+        fields = mcb.agent_fields(agent)  # an alias (lstm) names its agent
+        base = {**fields, "env": "AssociativeRecall-v0", "memory_pairs": N,
+                **used_by(fields["agent"], {"read_score": args.read_score}),
+                "total_images": args.episodes,
                 "eval_size": args.eval_size, "test_size": args.test_size,
                 "eval_every": args.eval_every,
                 "eval_batch": min(500, args.eval_size, args.test_size),

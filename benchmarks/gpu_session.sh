@@ -75,7 +75,7 @@ case "$stage" in
     # Resumable: a finished run is skipped, an interrupted one resumes from its checkpoint.
     # Stopped before the 10-minute limit so that the last checkpoint is written.
     # 8 runs share the GPU (a batch-128 run leaves most of it idle), 2 CPU threads each.
-    timeout --signal=INT 540 python3 "$REPO/benchmarks/compare_cluttered60.py" --seeds 3 \
+    timeout --signal=INT -k 40 540 python3 "$REPO/benchmarks/compare_cluttered60.py" --seeds 3 \
       --device cuda --jobs 8 --threads 2 --runs "$REPO/runs/compare-cluttered60-gpu" \
       --results "$OUT" \
       --overrides reinforce.std=0.25 actor-critic.std=0.25 soft-cnn.attention_dim=64 \

@@ -362,11 +362,15 @@ class TrainConfig:
                      "test_size", "eval_batch", "log_every", "image_every",
                      "checkpoint_every", "keep_checkpoints"):
             positive_int(name)
+        if self.total_images is not None:
+            budget = f"--total-images={self.total_images} is"
+        elif self.epochs is not None:
+            budget = f"--epochs={self.epochs} is {self.budget_images} canvases,"
+        else:
+            budget = f"the default budget, 1 epoch = {self.budget_images} canvases, is"
         need(self.budget_images >= self.batch_size,
-             f"--total-images={self.budget_images} is less than one batch (--batch-size="
-             f"{self.batch_size}); give at least {self.batch_size}" if self.epochs is None else
-             f"--epochs={self.epochs} is {self.budget_images} canvases, less than one batch "
-             f"(--batch-size={self.batch_size})")
+             f"{budget} less than one batch (--batch-size={self.batch_size}); give "
+             f"--total-images of at least {self.batch_size} (or more --epochs)")
         positive_int("grad_stats_every", allow_zero=True)
         positive_int("augment_shift", allow_zero=True)
         need(self.augment_shift == 0 or self.agent not in MEMORY_AGENTS,

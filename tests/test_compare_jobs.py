@@ -128,3 +128,70 @@ def test_bad_jobs_fail_before_training(data_root, tmp_path, jobs):
         compare(CompareConfig(preset="mnist28", agents="cnn", jobs=jobs, device="cpu",
                               out=str(tmp_path / "cmp")))
     assert not (tmp_path / "cmp").exists()
+
+
+def _children(out: Path) -> list[int]:
+    """PIDs of the compare_jobs children training into ``out``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "hardattn.agents.compare_jobs" in cmd and str(out) in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_children_stop_when_the_parent_is_killed(data_root, tmp_path):
+    """They run in their own session (out of the terminal's reach): a parent killed outright
+    (SIGKILL, or SIGHUP when its terminal closes) must not leave them training on, or the same
+    command run again would train the same folders twice."""
+    for how in (signal.SIGKILL, signal.SIGHUP):
+        out = tmp_path / how.name
+        proc, err = start(cli_args(out, updates=5000, jobs=2), tmp_path / how.name)
+        deadline = time.monotonic() + 120
+        runs = [out / "reinforce__seed0", out / "cnn__seed0"]
+        while not all(ckpt.periodic_checkpoints(r / "checkpoints") for r in runs):
+            assert proc.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, "no checkpoint in 120 s"
+            time.sleep(0.2)
+        assert len(_children(out)) == 2
+        proc.send_signal(how)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while _children(out):
+            assert time.monotonic() < deadline, f"children outlived the parent ({how.name})"
+            time.sleep(0.2)
+        for r in runs:
+            assert not (r / "report.json").exists()
+
+
+def test_a_signal_while_a_child_starts_reaches_it(data_root, tmp_path, monkeypatch):
+    """A signal that landed between starting a child and recording it was never passed on:
+    that run trained to its end while the others stopped."""
+    from hardattn.agents import compare_jobs
+    from hardattn.agents.compare_config import CompareConfig
+    from hardattn.agents.run import TrainingInterrupted
+
+    real = compare_jobs.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        child = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C at that moment
+        return child
+
+    monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
+    cfg = CompareConfig(preset="mnist28", agents="cnn", seeds=1, budget_images=16 * 3000,
+                        batch_size=16, eval_every=10, checkpoint_every=10, eval_size=100,
+                        test_size=100, eval_batch=100, overrides=tuple(TINY_NET), device="cpu",
+                        progress=False, threads=1, jobs=2, out=str(tmp_path / "cmp"))
+    configs = {("cnn", 0): cfg.train_config("cnn", 0)}
+    t0 = time.monotonic()
+    with pytest.raises(TrainingInterrupted):
+        compare_jobs.train_parallel(configs, 2)
+    assert not (tmp_path / "cmp" / "cnn__seed0" / "report.json").exists()
+    assert time.monotonic() - t0 < 60

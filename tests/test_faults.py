@@ -480,3 +480,22 @@ def test_checkpoint_is_fsynced_before_the_rename_and_its_folder_after(tmp_path, 
     monkeypatch.setattr(ckpt, "os", Spy())
     ckpt.save_checkpoint(tmp_path / "ckpt_00000001.pt", {"w": torch.zeros(3)})
     assert calls == [("fsync", "file"), ("replace",), ("fsync", "dir")], calls
+
+
+def test_a_repeated_sigterm_still_checkpoints():
+    """SIGTERM asks for a graceful stop, and a service manager or `hardattn compare --jobs`
+    may deliver it twice (to the process group and passed on by the parent): only a second
+    Ctrl-C (SIGINT) stops at once, without a checkpoint."""
+    from types import SimpleNamespace
+
+    from hardattn.agents.run import Run
+
+    run = SimpleNamespace(stop_signal=None)
+    try:
+        Run._on_signal(run, signal.SIGTERM, None)
+        Run._on_signal(run, signal.SIGTERM, None)  # no KeyboardInterrupt: the checkpoint comes
+    except KeyboardInterrupt:
+        pytest.fail("a second SIGTERM stopped the run without its checkpoint")
+    assert run.stop_signal == signal.SIGTERM
+    with pytest.raises(KeyboardInterrupt):  # a human's Ctrl-C after it: stop now
+        Run._on_signal(run, signal.SIGINT, None)

@@ -267,3 +267,44 @@ def test_an_out_folder_that_is_a_file_is_named(data_root, tmp_path, cmd):
         args = ["eval", "--checkpoint", cfg.run_dir, "--device", "cpu", "--n", "100",
                 "--out", str(tmp_path / "afile")]
     one_line_error(cli(*args), "--out", "is a file")
+
+
+# ----------------------------------------------------------------------------- review findings
+def test_a_run_started_with_init_from_resumes_with_it(data_root, tmp_path):
+    """The memory benchmarks' curriculum stages resume with their --init-from (a regression
+    of the ignored-flags check); another --init-from is still refused."""
+    from hardattn.agents.run import train
+
+    cfg = finished_run(tmp_path)
+    stage = TrainConfig(**{**TINY, "total_images": 16 * 6, "run_dir": str(tmp_path / "stage"),
+                           "init_from": cfg.run_dir})
+    train(stage)
+    (tmp_path / "stage" / "report.json").unlink()
+    for p in (tmp_path / "stage" / "checkpoints").glob("ckpt_00000005.pt"):
+        p.unlink()
+    with pytest.raises(ValueError, match=r"--init-from='elsewhere'"):
+        train(dataclasses.replace(stage, resume=str(tmp_path / "stage"), init_from="elsewhere"))
+    train(dataclasses.replace(stage, resume=str(tmp_path / "stage")))
+    assert (tmp_path / "stage" / "report.json").exists()
+
+
+def test_the_default_budget_below_one_batch_names_the_epoch():
+    with pytest.raises(ValueError, match=r"default budget.*1 epoch.*50000.*--total-images"):
+        TrainConfig(**{**TINY, "total_images": None, "batch_size": 65536}).validate()
+
+
+def test_bench_takes_a_batch_larger_than_an_epoch(tmp_path, monkeypatch):
+    """Its checks before timing validated the time-to-accuracy config with the default
+    one-epoch budget, so a batch above 50,000 was refused with a flag bench does not have."""
+    from hardattn.agents import bench
+
+    class Timed(Exception):
+        pass
+
+    def measure(*args, **kwargs):
+        raise Timed
+
+    monkeypatch.setattr(bench, "measure_preset", measure)
+    with pytest.raises(Timed):  # every check passed: timing began
+        bench.bench(bench.BenchConfig(batch_size=65536, presets="mnist28", device="cpu",
+                                      threads=1, out=str(tmp_path)))

@@ -125,6 +125,16 @@ def test_associative_recall_rows(tmp_path):
 
 
 
+def test_associative_recall_takes_an_agent_without_a_read_score(tmp_path):
+    """--read-score (default dot) went to every agent; memoryless reads no memory."""
+    bench = load("associative_recall")
+    out = bench.main(["--agents", "memoryless", "--seeds", "1", "--N", "3", "--episodes",
+                      "64", "--eval-size", "8", "--test-size", "8", "--device", "cpu",
+                      "--threads", "1", "--out", str(tmp_path / "results"), "--runs",
+                      str(tmp_path / "runs")])
+    assert {r["labels"]["agent"] for r in rows_of(out)} == {"memoryless"}
+
+
 def test_associative_recall_curriculum_over_N(tmp_path):
     bench = load("associative_recall")
     runs = tmp_path / "runs"
