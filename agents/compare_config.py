@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hardattn.config import AGENT_FIELDS, SOFT_AGENTS, TrainConfig, type_errors, used_by
+from hardattn.config import (
+    AGENT_FIELDS,
+    SOFT_AGENTS,
+    TrainConfig,
+    plain_numbers,
+    type_errors,
+    used_by,
+)
 
 from .memory_common import reader_settings
 
@@ -103,6 +110,9 @@ class CompareConfig:
     is seeded on its own). On a CPU of C cores use N <= C; on a GPU, several runs of a small
     batch share it (one leaves most of the device idle). Ctrl-C or SIGTERM stops every
     running run at its next update with a checkpoint; the same command resumes."""
+
+    def __post_init__(self) -> None:
+        plain_numbers(self)  # numpy scalars from a sweep
 
     def is_memory(self) -> bool:
         return self.preset in MEMORY_PRESETS

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 import typing
 from dataclasses import dataclass
 from typing import Literal
@@ -75,6 +76,19 @@ def _fits(value, kind) -> bool:
     if isinstance(value, bool):
         return False
     return isinstance(value, (int, float) if kind is float else kind)
+
+
+def plain_numbers(config) -> None:
+    """Turn numpy (or other ``numbers``) scalars in the frozen dataclass ``config`` into plain
+    ``int``/``float``: sweeps hand them, and JSON records and the type checks want Python's."""
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if isinstance(v, (bool, int, float)) or v is None:
+            continue
+        if isinstance(v, numbers.Integral):
+            object.__setattr__(config, f.name, int(v))
+        elif isinstance(v, numbers.Real):
+            object.__setattr__(config, f.name, float(v))
 
 
 def type_errors(config) -> list[str]:
@@ -281,6 +295,9 @@ class TrainConfig:
     @property
     def n_updates(self) -> int:
         return max(1, math.ceil(self.budget_images / self.batch_size))
+
+    def __post_init__(self) -> None:
+        plain_numbers(self)  # numpy scalars from a sweep
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -308,3 +308,18 @@ def test_bench_takes_a_batch_larger_than_an_epoch(tmp_path, monkeypatch):
     with pytest.raises(Timed):  # every check passed: timing began
         bench.bench(bench.BenchConfig(batch_size=65536, presets="mnist28", device="cpu",
                                       threads=1, out=str(tmp_path)))
+
+
+def test_numpy_scalars_from_a_sweep_are_plain_numbers(data_root, tmp_path):
+    """Sweeps (numpy grids, Ray Tune) hand numpy scalars: they were refused as "not an
+    integer", and before that check they broke config.json."""
+    import numpy as np
+
+    from hardattn.agents.run import train
+
+    cfg = TrainConfig(**{**TINY, "seed": np.int64(1), "lr": np.float32(2e-3),
+                         "batch_size": np.int32(16), "run_dir": str(tmp_path / "run")})
+    assert type(cfg.seed) is int and type(cfg.lr) is float and type(cfg.batch_size) is int
+    assert cfg.lr == pytest.approx(2e-3)
+    train(cfg)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
