@@ -131,6 +131,14 @@ class Bookkeeper:
             "run_dir": str(run.dir),
         }
 
+    def error_line(self, report: dict, scored_on: str) -> str:
+        """The closing line of an image agent: validation and test error, wall time."""
+        cfg = self.cfg
+        return (f"hardattn: {cfg.agent} on {cfg.env_id}, seed {cfg.seed}: validation error "
+                f"{report['val_error_pct']:.2f}% (update {report['best_update']}), test error "
+                f"{report['test_error_pct']:.2f}% on {cfg.test_size} {scored_on}, "
+                f"{report['wall_s']:.0f} s")
+
     def write_report(self, report: dict, summary: str) -> dict:
         """Log the hyperparameters with the final errors, close TensorBoard, write
         ``report.json`` atomically (its presence marks the run finished, so it is whole or

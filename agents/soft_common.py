@@ -355,8 +355,5 @@ class SoftTrainer:
                   **model_costs(self.model, self.task)}
         self.run.logger.image("attention/glimpse_paths_test", test_eval.picture(self.model),
                               keep.count(cfg.n_updates))
-        return keep.write_report(report, (
-            f"hardattn: {cfg.agent} on {cfg.env_id}, seed {cfg.seed}: validation error "
-            f"{report['val_error_pct']:.2f}% (update {report['best_update']}), test error "
-            f"{report['test_error_pct']:.2f}% on {cfg.test_size} test canvases "
-            f"(deterministic), {report['wall_s']:.0f} s"))
+        return keep.write_report(report, keep.error_line(report,
+                                                         "test canvases (deterministic)"))
