@@ -198,37 +198,18 @@ def _check_data(cfg: TrainConfig) -> None:
 
 # What a resumed run may take from the caller (the rest is the run's own config).
 RESUME_FREE = frozenset({"resume", "progress", "threads", "device", "run_dir"})
+FROM_RUN_FREE = frozenset({"from_run", "run_dir", "progress"})
 
 
-def _refuse_ignored_flags(cfg: TrainConfig) -> None:
+def _refuse_ignored_flags(cfg: TrainConfig, recorded: dict, free: frozenset[str],
+                          how: str) -> None:
     """``--resume`` continues a run as it was configured and ``--from-run`` re-runs a recorded
-    config: a flag given with either (not at its default) would be dropped without a word, so
-    it is refused, named, unless the recorded config holds the same value.
+    config: a flag given with either (not at its default, not in ``free``) would be dropped
+    without a word, so it is refused, named, unless ``recorded`` holds the same value.
 
     Raises:
         ValueError: naming each such flag, its value and the recorded one.
     """
-    if not (cfg.resume or cfg.from_run):
-        return
-    if cfg.resume and cfg.from_run:
-        raise ValueError(f"--resume={cfg.resume!r} and --from-run={cfg.from_run!r} exclude each "
-                         f"other: --resume continues a run, --from-run starts a new one from a "
-                         f"run's config; give one")
-    if cfg.resume:
-        state, path = ckpt.load_latest(cfg.resume, warn=lambda msg: None)
-        recorded = _recorded(state.get("config"), path)
-        free = RESUME_FREE
-        if cfg.run_dir and Path(cfg.run_dir).resolve() != path.parent.parent.resolve():
-            raise ValueError(f"--run-dir={cfg.run_dir!r}: a resumed run stays in its folder "
-                             f"{str(path.parent.parent)!r}; leave --run-dir out")
-        how = f"--resume continues {str(path)!r} as it was configured"
-    else:
-        source = Path(cfg.from_run) / "config.json"
-        if not source.is_file():
-            return  # Run names the missing record
-        recorded = _recorded(json.loads(source.read_text()), source)
-        free = frozenset({"from_run", "run_dir", "progress"})
-        how = f"--from-run re-runs the config recorded in {str(source)!r}"
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     have = {**defaults, **with_legacy_values(recorded)}
     given = {k: v for k, v in cfg.to_dict().items()
@@ -249,14 +230,19 @@ class Run:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.state: dict | None = None
-        _refuse_ignored_flags(cfg)
+        if cfg.resume and cfg.from_run:
+            raise ValueError(f"--resume={cfg.resume!r} and --from-run={cfg.from_run!r} exclude "
+                             f"each other: --resume continues a run, --from-run starts a new one "
+                             f"from a run's config; give one")
         if cfg.from_run:
             recorded = Path(cfg.from_run) / "config.json"
             if not recorded.is_file():
                 raise ValueError(f"--from-run={cfg.from_run!r} holds no config.json; give a "
                                  f"run folder written by hardattn train")
-            stored = TrainConfig.from_dict(_recorded(json.loads(recorded.read_text()),
-                                                     recorded))
+            record = _recorded(json.loads(recorded.read_text()), recorded)
+            _refuse_ignored_flags(cfg, record, FROM_RUN_FREE,
+                                  f"--from-run re-runs the config recorded in {str(recorded)!r}")
+            stored = TrainConfig.from_dict(record)
             cfg = TrainConfig.from_dict({**stored.to_dict(), "from_run": None, "resume": None,
                                          "run_dir": cfg.run_dir, "progress": cfg.progress})
             print(f"hardattn: re-running the config of {cfg.from_run or recorded.parent}")
@@ -267,7 +253,13 @@ class Run:
                                  f"folder (RUN/checkpoints/FILE.pt), and {path} is not in a "
                                  f"checkpoints/ folder; to train on from its weights in a new "
                                  f"run, use --init-from {path}")
-            stored = TrainConfig.from_dict(_recorded(self.state.get("config"), path))
+            record = _recorded(self.state.get("config"), path)
+            if cfg.run_dir and Path(cfg.run_dir).resolve() != path.parent.parent.resolve():
+                raise ValueError(f"--run-dir={cfg.run_dir!r}: a resumed run stays in its folder "
+                                 f"{str(path.parent.parent)!r}; leave --run-dir out")
+            _refuse_ignored_flags(cfg, record, RESUME_FREE,
+                                  f"--resume continues {str(path)!r} as it was configured")
+            stored = TrainConfig.from_dict(record)
             if self.state["update"] >= stored.n_updates - 1 and \
                     (path.parent.parent / "report.json").exists():
                 raise ValueError(f"--resume={cfg.resume!r}: that run finished (its report is "
