@@ -108,8 +108,9 @@ class CompareConfig:
     jobs: int = 1
     """Runs trained at once, each in its own process. Results do not depend on it (every run
     is seeded on its own). On a CPU of C cores use N <= C; on a GPU, several runs of a small
-    batch share it (one leaves most of the device idle). Ctrl-C or SIGTERM stops every
-    running run at its next update with a checkpoint; the same command resumes."""
+    batch share it (one leaves most of the device idle). The runs train without progress
+    bars; compare prints a line as each starts and ends. Ctrl-C or SIGTERM stops every running
+    run at its next update with a checkpoint; the same command resumes."""
 
     def __post_init__(self) -> None:
         plain_numbers(self)  # numpy scalars from a sweep

@@ -57,17 +57,27 @@ def train_parallel(configs: dict, jobs: int) -> set:
     env = {**os.environ, PARENT_ENV: str(os.getpid())}
     stopped = {128 + s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} | \
         {-s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    # Each child trains without a progress bar (N bars would garble one terminal): the
+    # parent says when a run starts and ends, with the matrix's count.
+    t0, total, ended = time.perf_counter(), len(pending), 0
+
+    def say(what: str, key) -> None:
+        print(f"hardattn compare: {what} {key[0]} seed {key[1]} ({ended}/{total} done, "
+              f"{len(running)} running, {time.perf_counter() - t0:.0f} s)", flush=True)
+
     try:
         while running or (pending and not stop and not failed):
             while pending and len(running) < jobs and not stop and not failed:
                 key, cfg = pending.pop(0)
                 if (Path(cfg.run_dir) / "report.json").exists():
+                    ended += 1
                     continue  # finished: ensure_run reuses it
                 trained.add(key)
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "hardattn.agents.compare_jobs", cfg.to_json()],
                     start_new_session=True, env=env)  # a terminal's Ctrl-C reaches the parent
                 running[key] = proc
+                say("started", key)
                 if stop:  # a signal landed while it started, before on_signal could see it
                     proc.send_signal(_for_child(stop[-1]))
             time.sleep(0.2)
@@ -76,8 +86,10 @@ def train_parallel(configs: dict, jobs: int) -> set:
                 if rc is None:
                     continue
                 del running[key]
+                ended += rc == 0
                 # 128 + n: stopped by Run with a checkpoint; -n: killed before training
                 interrupted = rc in stopped
+                say("finished" if rc == 0 else f"stopped (exit code {rc})", key)
                 if rc != 0 and not (stop and interrupted):
                     failed.append(f"run {configs[key].run_dir!r} failed with exit code {rc}")
                     if not stop:  # stop the others: they checkpoint, nothing is lost

@@ -43,7 +43,7 @@ def reports(out: Path) -> dict:
             for p in sorted(out.glob("*/report.json"))}
 
 
-def test_parallel_runs_equal_one_at_a_time_and_are_reused(data_root, tmp_path):
+def test_parallel_runs_equal_one_at_a_time_and_are_reused(data_root, tmp_path, capsys):
     from hardattn.agents.compare import compare
     from hardattn.agents.compare_config import CompareConfig
 
@@ -56,6 +56,9 @@ def test_parallel_runs_equal_one_at_a_time_and_are_reused(data_root, tmp_path):
 
     one = compare(cfg("one", 1))
     two = compare(cfg("two", 2))
+    said = capsys.readouterr().out  # the children train without bars: the parent reports
+    assert said.count("hardattn compare: started") == 4
+    assert "finished cnn seed 1" in said and "(4/4 done, 0 running" in said
     assert two["trained"] == one["trained"] == 4
     keep = ("agent", "test_error_pct_mean", "test_error_pct_std", "val_error_pct_mean",
             "test_error_pct_per_seed", "params", "macs_per_image")
