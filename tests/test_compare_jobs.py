@@ -72,17 +72,59 @@ def test_parallel_runs_equal_one_at_a_time_and_are_reused(data_root, tmp_path, c
     assert again["trained"] == 0 and again["rows"] == two["rows"]
 
 
+def _pid_of(run: Path) -> int | None:
+    """PID of the compare_jobs child training ``run`` (its config, on its command line,
+    names the run folder)."""
+    pids = [pid for pid in _children(run.parent) if f'{run}"' in _cmdline(pid)]
+    assert len(pids) <= 1, pids
+    return pids[0] if pids else None
+
+
+def _freeze_at_first_checkpoint(proc: subprocess.Popen, err: Path, runs: list[Path]) -> list[int]:
+    """SIGSTOP each run's child as soon as it has a periodic checkpoint; their PIDs."""
+    frozen: dict[Path, int] = {}
+    deadline = time.monotonic() + 180
+    while len(frozen) < len(runs):
+        assert proc.poll() is None, err.read_text()
+        assert time.monotonic() < deadline, f"no checkpoint in 180 s: {sorted(frozen)}"
+        for r in runs:
+            if r not in frozen and ckpt.periodic_checkpoints(r / "checkpoints"):
+                pid = _pid_of(r)
+                assert pid is not None, f"{r} has a checkpoint but no child"
+                os.kill(pid, signal.SIGSTOP)
+                frozen[r] = pid
+        time.sleep(0.02)
+    for r in runs:
+        assert not (r / "report.json").exists(), f"{r} finished before it was frozen"
+    return list(frozen.values())
+
+
+def _pending(pid: int, sig: int) -> bool:
+    """Whether ``sig`` waits, undelivered, for the (stopped) process ``pid``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("ShdPnd:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    raise AssertionError(f"no ShdPnd in /proc/{pid}/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 def test_ctrl_c_checkpoints_every_running_run_and_the_same_command_resumes(data_root, tmp_path):
     out = tmp_path / "cmp"
     args = cli_args(out, updates=300, jobs=2)
     proc, err = start(args, tmp_path)
-    deadline = time.monotonic() + 180
     runs = [out / "reinforce__seed0", out / "cnn__seed0"]
-    while not all(ckpt.periodic_checkpoints(r / "checkpoints") for r in runs):
-        assert proc.poll() is None, err.read_text()
-        assert time.monotonic() < deadline, "no checkpoint in 180 s"
-        time.sleep(0.2)
+    # Each run is frozen at its first checkpoint. Its 300 updates take a few seconds, and on a
+    # busy machine one child can start seconds after the other: without the freeze the fast
+    # run (cnn) could finish its budget before the slow one had checkpointed, and the test
+    # would interrupt a comparison with one run left.
+    pids = _freeze_at_first_checkpoint(proc, err, runs)
     proc.send_signal(signal.SIGINT)  # to the parent alone, as a terminal's Ctrl-C reaches it
+    deadline = time.monotonic() + 60
+    while not all(_pending(pid, signal.SIGINT) for pid in pids):  # the parent passed it on
+        assert time.monotonic() < deadline, "the parent did not pass SIGINT on in 60 s"
+        time.sleep(0.02)
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
     rc = proc.wait(timeout=120)
     text = err.read_text()
     assert rc == 128 + signal.SIGINT, text
@@ -110,7 +152,8 @@ def test_a_failing_run_stops_the_others_with_a_checkpoint_and_is_named(data_root
     bad.mkdir(parents=True)
     # A folder of another comparison: ensure_run refuses it (in the child).
     (bad / "config.json").write_text(json.dumps({"agent": "cnn", "batch_size": 32}))
-    proc, err = start(cli_args(out, updates=300, jobs=2), tmp_path)
+    # A budget the other run cannot finish while the failing child starts, however late.
+    proc, err = start(cli_args(out, updates=5000, jobs=2), tmp_path)
     rc = proc.wait(timeout=180)
     text = err.read_text()
     assert rc == 1, text
@@ -133,19 +176,18 @@ def test_bad_jobs_fail_before_training(data_root, tmp_path, jobs):
     assert not (tmp_path / "cmp").exists()
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:  # it ended
+        return ""
+
+
 def _children(out: Path) -> list[int]:
     """PIDs of the compare_jobs children training into ``out``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "hardattn.agents.compare_jobs" in cmd and str(out) in cmd:
-            pids.append(int(proc.name))
-    return pids
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and "hardattn.agents.compare_jobs" in (cmd := _cmdline(int(p.name)))
+            and str(out) in cmd]
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
