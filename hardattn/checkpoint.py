@@ -32,7 +32,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             ``path`` (if any) is left intact.
     """
     return _atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION,
-                                                     **state}, f))
+                                                     **state}, f), "checkpoint")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -41,11 +41,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     Raises:
         CheckpointError: as ``save_checkpoint``.
     """
-    return _atomic_write(path, lambda f: f.write(text.encode()))
+    return _atomic_write(path, lambda f: f.write(text.encode()), "file")
 
 
-def _atomic_write(path: str | Path, write) -> Path:
-    """``write(file)`` into a temporary file, fsync, rename over ``path``, fsync the folder."""
+def _atomic_write(path: str | Path, write, kind: str) -> Path:
+    """``write(file)`` into a temporary file, fsync, rename over ``path``, fsync the folder.
+
+    ``kind`` ("checkpoint" or "file") names what failed in the error.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -65,8 +68,8 @@ def _atomic_write(path: str | Path, write) -> Path:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        raise CheckpointError(f"could not write checkpoint {str(path)!r}: {exc} (the previous "
-                              f"checkpoint, if any, is intact)") from exc
+        raise CheckpointError(f"could not write {kind} {str(path)!r}: {exc} (the previous "
+                              f"{kind}, if any, is intact)") from exc
     return path
 
 

@@ -75,8 +75,10 @@ def test_report_is_whole_or_absent_and_the_run_resumes(data_root, tmp_path, monk
     cfg = TrainConfig(**{**BASE, **AGENTS[agent], "agent": agent, "run_dir": str(run_dir)})
     with monkeypatch.context() as m:
         _fail_report_writes(m)
-        with pytest.raises((OSError, ckpt.CheckpointError)):  # the CLI prints one line
+        with pytest.raises((OSError, ckpt.CheckpointError)) as err:  # the CLI prints one line
             train(cfg)
+    # The message names the report, not a checkpoint.
+    assert str(run_dir / "report.json") in str(err.value) and "checkpoint" not in str(err.value)
     report = run_dir / "report.json"
     if report.exists():  # a half-written report would pass for a finished run
         json.loads(report.read_text())
