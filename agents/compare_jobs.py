@@ -44,13 +44,18 @@ def train_parallel(configs: dict, jobs: int) -> set:
     running: dict = {}  # key -> Popen
     trained: set = set()
     stop: list[int] = []  # signals received, in order
+    signalled: set = set()  # keys of the runs a signal was passed on to
     failed: list[str] = []
+
+    def pass_on(key, signum: int) -> None:
+        signalled.add(key)
+        running[key].send_signal(_for_child(signum))
 
     def on_signal(signum, frame) -> None:
         stop.append(signum)
-        for proc in running.values():
+        for key, proc in running.items():
             if proc.poll() is None:
-                proc.send_signal(_for_child(signum))
+                pass_on(key, signum)
 
     # SIGHUP too: a closed terminal ends the parent, and its children must stop with it.
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -79,7 +84,7 @@ def train_parallel(configs: dict, jobs: int) -> set:
                 running[key] = proc
                 say("started", key)
                 if stop:  # a signal landed while it started, before on_signal could see it
-                    proc.send_signal(_for_child(stop[-1]))
+                    pass_on(key, stop[-1])
             time.sleep(0.2)
             for key, proc in list(running.items()):
                 rc = proc.poll()
@@ -87,8 +92,9 @@ def train_parallel(configs: dict, jobs: int) -> set:
                     continue
                 del running[key]
                 ended += rc == 0
-                # 128 + n: stopped by Run with a checkpoint; -n: killed before training
-                interrupted = rc in stopped
+                # 128 + n: stopped by Run with a checkpoint; -n: killed before training; a
+                # signal during the interpreter's own start (site, numpy) makes exit code 1
+                interrupted = rc in stopped or key in signalled
                 say("finished" if rc == 0 else f"stopped (exit code {rc})", key)
                 if rc != 0 and not (stop and interrupted):
                     failed.append(f"run {configs[key].run_dir!r} failed with exit code {rc}")
