@@ -28,6 +28,27 @@ def cli_args(out: Path, updates: int, jobs: int, agents: str = "reinforce,cnn") 
             "--show", "2", "--no-progress", "--out", str(out), "--overrides", *TINY_NET]
 
 
+_STARTED: list[subprocess.Popen] = []  # compare parents started by the running test
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers(tmp_path):
+    """A failed assert must not leave a parent or its (maybe SIGSTOPped) children training on
+    and slowing every later test."""
+    yield
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _STARTED.clear()
+    for pid in _children(tmp_path):
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
 def start(args: list[str], workdir: Path) -> tuple[subprocess.Popen, Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     err = workdir / f"err{len(list(workdir.glob('err*')))}.txt"
@@ -35,6 +56,7 @@ def start(args: list[str], workdir: Path) -> tuple[subprocess.Popen, Path]:
     with open(err, "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "hardattn.cli", "compare", *args],
                                 stdout=subprocess.DEVNULL, stderr=f, cwd=workdir, env=env)
+    _STARTED.append(proc)
     return proc, err
 
 
@@ -184,7 +206,9 @@ def _cmdline(pid: int) -> str:
 
 
 def _children(out: Path) -> list[int]:
-    """PIDs of the compare_jobs children training into ``out``."""
+    """PIDs of the compare_jobs children training into ``out`` (none found without /proc)."""
+    if not Path("/proc/self/cmdline").exists():
+        return []
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
             and "hardattn.agents.compare_jobs" in (cmd := _cmdline(int(p.name)))
             and str(out) in cmd]
@@ -240,3 +264,33 @@ def test_a_signal_while_a_child_starts_reaches_it(data_root, tmp_path, monkeypat
         compare_jobs.train_parallel(configs, 2)
     assert not (tmp_path / "cmp" / "cnn__seed0" / "report.json").exists()
     assert time.monotonic() - t0 < 60
+
+
+def test_a_run_signalled_while_its_interpreter_starts_counts_as_stopped(data_root, tmp_path,
+                                                                       monkeypatch):
+    """A SIGINT that reaches a child while Python itself starts (importing site or numpy)
+    becomes exit code 1, not 128 + 2: a Ctrl-C at that moment was reported as a failed run.
+    The child here exits 1 on SIGINT, as such an interpreter does."""
+    from hardattn.agents import compare_jobs
+    from hardattn.agents.compare_config import CompareConfig
+    from hardattn.agents.run import TrainingInterrupted
+
+    real = compare_jobs.subprocess.Popen
+    starting = ("import signal, sys, time\n"
+                "signal.signal(signal.SIGINT, lambda *a: sys.exit(1))\n"
+                "print('ready', flush=True)\n"
+                "time.sleep(60)\n")
+
+    def popen(args, **kwargs):
+        child = real([sys.executable, "-c", starting], stdout=subprocess.PIPE, **kwargs)
+        assert child.stdout.readline() == b"ready\n"
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C now: the parent passes it on
+        return child
+
+    monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
+    cfg = CompareConfig(preset="mnist28", agents="cnn", seeds=1, budget_images=16 * 30,
+                        batch_size=16, eval_every=10, checkpoint_every=10, eval_size=100,
+                        test_size=100, eval_batch=100, overrides=tuple(TINY_NET), device="cpu",
+                        progress=False, threads=1, jobs=1, out=str(tmp_path / "cmp"))
+    with pytest.raises(TrainingInterrupted):
+        compare_jobs.train_parallel({("cnn", 0): cfg.train_config("cnn", 0)}, 1)
