@@ -239,11 +239,21 @@ def test_children_stop_when_the_parent_is_killed(data_root, tmp_path):
             assert not (r / "report.json").exists()
 
 
+def _one_cnn_run(out: Path, updates: int) -> dict:
+    """``train_parallel``'s input for one tiny cnn run of ``updates`` updates into ``out``."""
+    from hardattn.agents.compare_config import CompareConfig
+
+    cfg = CompareConfig(preset="mnist28", agents="cnn", seeds=1, budget_images=16 * updates,
+                        batch_size=16, eval_every=10, checkpoint_every=10, eval_size=100,
+                        test_size=100, eval_batch=100, overrides=tuple(TINY_NET), device="cpu",
+                        progress=False, threads=1, jobs=1, out=str(out))
+    return {("cnn", 0): cfg.train_config("cnn", 0)}
+
+
 def test_a_signal_while_a_child_starts_reaches_it(data_root, tmp_path, monkeypatch):
     """A signal that landed between starting a child and recording it was never passed on:
     that run trained to its end while the others stopped."""
     from hardattn.agents import compare_jobs
-    from hardattn.agents.compare_config import CompareConfig
     from hardattn.agents.run import TrainingInterrupted
 
     real = compare_jobs.subprocess.Popen
@@ -254,11 +264,7 @@ def test_a_signal_while_a_child_starts_reaches_it(data_root, tmp_path, monkeypat
         return child
 
     monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
-    cfg = CompareConfig(preset="mnist28", agents="cnn", seeds=1, budget_images=16 * 3000,
-                        batch_size=16, eval_every=10, checkpoint_every=10, eval_size=100,
-                        test_size=100, eval_batch=100, overrides=tuple(TINY_NET), device="cpu",
-                        progress=False, threads=1, jobs=2, out=str(tmp_path / "cmp"))
-    configs = {("cnn", 0): cfg.train_config("cnn", 0)}
+    configs = _one_cnn_run(tmp_path / "cmp", updates=3000)
     t0 = time.monotonic()
     with pytest.raises(TrainingInterrupted):
         compare_jobs.train_parallel(configs, 2)
@@ -272,7 +278,6 @@ def test_a_run_signalled_while_its_interpreter_starts_counts_as_stopped(data_roo
     becomes exit code 1, not 128 + 2: a Ctrl-C at that moment was reported as a failed run.
     The child here exits 1 on SIGINT, as such an interpreter does."""
     from hardattn.agents import compare_jobs
-    from hardattn.agents.compare_config import CompareConfig
     from hardattn.agents.run import TrainingInterrupted
 
     real = compare_jobs.subprocess.Popen
@@ -288,9 +293,5 @@ def test_a_run_signalled_while_its_interpreter_starts_counts_as_stopped(data_roo
         return child
 
     monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
-    cfg = CompareConfig(preset="mnist28", agents="cnn", seeds=1, budget_images=16 * 30,
-                        batch_size=16, eval_every=10, checkpoint_every=10, eval_size=100,
-                        test_size=100, eval_batch=100, overrides=tuple(TINY_NET), device="cpu",
-                        progress=False, threads=1, jobs=1, out=str(tmp_path / "cmp"))
     with pytest.raises(TrainingInterrupted):
-        compare_jobs.train_parallel({("cnn", 0): cfg.train_config("cnn", 0)}, 1)
+        compare_jobs.train_parallel(_one_cnn_run(tmp_path / "cmp", updates=30), 1)
