@@ -280,10 +280,12 @@ def _train(run: Run) -> dict:
         model.learn(remaining, callback=callback, log_interval=cfg.log_every,
                     reset_num_timesteps=run.state is None, progress_bar=False)
 
+    # Restored before the check, not after it: a signal between the two would make Run.close
+    # write a checkpoint without the SB3 state over the last real one.
+    run.restore_signal_handlers()
     if run.stop_signal is not None:
         update, snap = callback.boundary  # the last finished update; its rollout is dropped
         if update < 0:
-            run.restore_signal_handlers()  # not Run.close: it would save a checkpoint
             run.logger.close()
             msg = (f"hardattn: stopped by {signal.Signals(run.stop_signal).name} before the "
                    f"first update finished; nothing to resume")
@@ -291,7 +293,6 @@ def _train(run: Run) -> dict:
             raise TrainingInterrupted(msg, run.stop_signal)
         callback.checkpoint(update, snap)
         run.close(update, callback.state(update, snap))  # writes ckpt_<update>.pt again, exits
-    run.close(cfg.n_updates - 1, {})  # no signal: only restores the signal handlers
     return _finish(run, callback, Algo, T)
 
 

@@ -312,3 +312,28 @@ def test_a_failing_sb3_run_gives_the_signal_handlers_back(data_root, tmp_path, m
     with pytest.raises(RuntimeError, match="boom"):
         sb3.train(tiny(tmp_path))
     assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C works again
+
+
+def test_a_signal_as_training_ends_keeps_the_last_checkpoint_whole(data_root, tmp_path,
+                                                                    monkeypatch):
+    """A signal after the loop's last check, before the handlers were restored, made
+    ``Run.close(last, {})`` write an empty checkpoint over the real last one: every resume then
+    failed ("no sb3_zip")."""
+    from hardattn.agents.run import Run, TrainingInterrupted, train
+
+    full = tiny(tmp_path / "full", agent="sb3-ppo", total_images=48, checkpoint_every=2)
+    report = train(full)
+    cut = dataclasses.replace(full, run_dir=str(tmp_path / "cut" / "run"))
+    real = Run.restore_signal_handlers
+
+    def restore(self):
+        if signal.getsignal(signal.SIGTERM) == self._on_signal:  # still ours: it lands now
+            os.kill(os.getpid(), signal.SIGTERM)
+        real(self)
+
+    with monkeypatch.context() as m, pytest.raises(TrainingInterrupted, match="SIGTERM after"):
+        m.setattr(Run, "restore_signal_handlers", restore)
+        train(cut)
+    resumed = train(dataclasses.replace(cut, resume=str(tmp_path / "cut" / "run")))
+    for k in ("val_error_pct", "best_update", "test_error_pct"):
+        assert resumed[k] == report[k], k
