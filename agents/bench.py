@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from hardattn.benchmarking import process_commit, result, write_results
+from hardattn.benchmarking import process_commit, result, usable_cores, write_results
 from hardattn.config import TrainConfig, type_errors
 
 from .bench_impls import EndToEnd, Floor, Naive, Roofline, sync_device
@@ -300,7 +300,7 @@ def bench(bc: BenchConfig) -> Path:
     for variant in bc.time_to_accuracy_variants:
         train_config("mnist28", bc.batch_size, str(dev), epochs=TTA_EPOCHS,
                      **variant_overrides(variant)).validate()  # as time_to_accuracy runs it
-    torch.set_num_threads(bc.threads or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(bc.threads or usable_cores())
     t0 = time.perf_counter()
     rows = []
     for preset in bc.preset_list():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -201,9 +200,9 @@ class CompareConfig:
         and the cores divided among the jobs for several (never more threads than cores)."""
         if self.threads or self.jobs == 1:
             return self.threads
-        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count() or 1)
-        return max(1, cores // self.jobs)
+        from hardattn.benchmarking import usable_cores
+
+        return max(1, usable_cores() // self.jobs)
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / f"compare-{self.preset}"

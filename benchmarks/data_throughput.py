@@ -20,7 +20,7 @@ import time
 import torch
 
 from hardattn import data
-from hardattn.benchmarking import result, write_results
+from hardattn.benchmarking import result, usable_cores, write_results
 
 SPLIT = "train"  # the split training draws from; the bank size barely affects speed
 SEED = 0
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--batch, --repeats and --threads must be >= 1")
 
     # One intra-op thread per core this process may run on (the affinity mask, not the host).
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     torch.set_num_threads(args.threads or cores or 1)
 
     devices = []

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +33,7 @@ import torch
 
 import hardattn.envs  # noqa: F401  (registers the ids)
 from hardattn import sensors
-from hardattn.benchmarking import result, write_results
+from hardattn.benchmarking import result, usable_cores, write_results
 
 ENV_ID = "hardattn/GlimpseCluttered60-v0"
 PRESET = "cluttered60"
@@ -220,7 +219,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0: the available cores; 1 on a loaded machine)")
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     torch.set_num_threads(args.threads or cores)
 
     start = time.perf_counter()

@@ -70,15 +70,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown cpu"
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity on Linux; all cores elsewhere, where
+    ``os.sched_getaffinity`` does not exist)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def device_description(device: torch.device | str) -> str:
     """``"cpu: 2 cores (<model>)"`` or ``"cuda: <GPU name>"``, as BENCHMARKS.md shows, plus the
     torch build (speed differs between builds: the CPU wheel and the CUDA wheel on a CPU)."""
     dev = torch.device(device)
     if dev.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"cpu: {cores} cores ({cpu_model()}), torch threads {torch.get_num_threads()}, "
-            f"torch {torch.__version__}")
+    return (f"cpu: {usable_cores()} cores ({cpu_model()}), torch threads "
+            f"{torch.get_num_threads()}, torch {torch.__version__}")
 
 
 def result(metric: str, values: list[float] | float, unit: str, higher_is_better: bool,
