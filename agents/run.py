@@ -301,7 +301,7 @@ class Run:
         if self.state is not None and self.main:
             _set_aside_later(self.dir / "checkpoints", self.state["update"])
         torch.set_num_threads(cfg.threads or
-                              distributed.local_threads(len(os.sched_getaffinity(0))))
+                              distributed.local_threads(benchmarking.usable_cores()))
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -410,8 +410,12 @@ class Run:
             yield update
             bar.set_postfix(progress_postfix, refresh=False)
             # torchrun: every rank stops after the same update when any rank was signalled.
-            self.stop_signal = distributed.agree_stop(self.stop_signal, self.device)
-            if self.stop_signal is not None:
+            # Never write None over the flag: a handler may set it during the agreement (the
+            # next update's agreement then sees it); leave on the agreed value alone, so that
+            # every rank leaves after the same update.
+            agreed = distributed.agree_stop(self.stop_signal, self.device)
+            if agreed is not None:
+                self.stop_signal = agreed
                 bar.close()
                 return
 

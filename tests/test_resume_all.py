@@ -95,3 +95,47 @@ def test_signal_checkpoints_and_resume_equals_uninterrupted(data_root, tmp_path,
     a = ckpt.load_latest(tmp_path / "a")[0]["model"]
     b = ckpt.load_latest(tmp_path / "b")[0]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_signal_during_the_stop_agreement_is_not_lost(data_root, tmp_path, monkeypatch):
+    """``stop_signal = agree_stop(stop_signal)`` wrote None over a signal whose handler ran
+    inside the call (after its argument was read): the run trained to its end. Under torchrun
+    the window is a whole all-reduce."""
+    import os
+
+    from hardattn.agents import distributed
+    from hardattn.agents.run import TrainingInterrupted, train
+
+    real, calls = distributed.agree_stop, []
+
+    def agree_stop(signum, device):
+        calls.append(signum)
+        if len(calls) == 2:  # the handler runs here, after ``signum`` (None) was read
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(signum, device)
+
+    monkeypatch.setattr(distributed, "agree_stop", agree_stop)
+    cfg = TrainConfig(**{**RAM, "agent": "reinforce", "run_dir": str(tmp_path / "run")})
+    with pytest.raises(TrainingInterrupted, match="SIGTERM after update 2"):
+        train(cfg)  # the next update's agreement sees it
+    assert ckpt.periodic_checkpoints(tmp_path / "run" / "checkpoints")[0].name == \
+        "ckpt_00000002.pt"
+    assert not (tmp_path / "run" / "report.json").exists()
+
+
+def test_threads_0_without_sched_getaffinity(data_root, tmp_path, monkeypatch):
+    """macOS and Windows have no ``os.sched_getaffinity``: the default ``--threads 0`` was an
+    AttributeError traceback there."""
+    import os
+
+    from hardattn.agents.run import train
+
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    before = torch.get_num_threads()
+    try:
+        train(TrainConfig(**{**RAM, "agent": "reinforce", "threads": 0,
+                             "run_dir": str(tmp_path / "run")}))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
