@@ -67,8 +67,11 @@ def train_parallel(configs: dict, jobs: int) -> set:
     t0, total, ended = time.perf_counter(), len(pending), 0
 
     def say(what: str, key) -> None:
-        print(f"hardattn compare: {what} {key[0]} seed {key[1]} ({ended}/{total} done, "
-              f"{len(running)} running, {time.perf_counter() - t0:.0f} s)", flush=True)
+        try:
+            print(f"hardattn compare: {what} {key[0]} seed {key[1]} ({ended}/{total} done, "
+                  f"{len(running)} running, {time.perf_counter() - t0:.0f} s)", flush=True)
+        except OSError:  # stdout gone (`| tee` killed by the same Ctrl-C): the runs matter more
+            pass
 
     try:
         while running or (pending and not stop and not failed):
@@ -101,9 +104,12 @@ def train_parallel(configs: dict, jobs: int) -> set:
                     if not stop:  # stop the others: they checkpoint, nothing is lost
                         on_signal(signal.SIGTERM, None)
     finally:
+        for key, proc in running.items():  # only if the loop itself raised: stop, then wait
+            if proc.poll() is None and key not in signalled:
+                pass_on(key, signal.SIGTERM)
         for s, h in old.items():
             signal.signal(s, h)
-        for proc in running.values():  # only if the loop itself raised
+        for proc in running.values():
             proc.wait()
     if failed:
         raise ChildProcessError(f"{failed[0]} (its error is above); the other runs "

@@ -295,3 +295,56 @@ def test_a_run_signalled_while_its_interpreter_starts_counts_as_stopped(data_roo
     monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
     with pytest.raises(TrainingInterrupted):
         compare_jobs.train_parallel(_one_cnn_run(tmp_path / "cmp", updates=30), 1)
+
+
+def test_a_parent_that_fails_stops_its_running_children(data_root, tmp_path, monkeypatch):
+    """When the parent's own loop raised (here the second child could not be started), it
+    waited, without signalling them, for the running children to train to their end."""
+    from hardattn.agents import compare_jobs
+
+    real, started = compare_jobs.subprocess.Popen, []
+
+    def popen(args, **kwargs):
+        if started:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        started.append(real([sys.executable, "-c", "import time; time.sleep(60)"], **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
+    configs = {**_one_cnn_run(tmp_path / "a", updates=30), **{
+        ("cnn", 1): _one_cnn_run(tmp_path / "b", updates=30)[("cnn", 0)]}}
+    t0 = time.monotonic()
+    with pytest.raises(BlockingIOError):
+        compare_jobs.train_parallel(configs, 2)
+    assert time.monotonic() - t0 < 30
+    assert started[0].poll() == -signal.SIGTERM
+
+
+def test_a_closed_output_pipe_does_not_turn_a_stop_into_an_error(data_root, tmp_path,
+                                                                  monkeypatch):
+    """``hardattn compare --jobs 2 | tee log`` and Ctrl-C: tee dies too, the parent's
+    'stopped' line hit a broken pipe, and the user got 'Broken pipe' instead of the resume
+    message."""
+    import builtins
+
+    from hardattn.agents import compare_jobs
+    from hardattn.agents.run import TrainingInterrupted
+
+    real_print = builtins.print
+
+    def print_(*args, **kwargs):
+        if kwargs.get("file") is None and any("stopped (exit code" in str(a) for a in args):
+            raise BrokenPipeError(32, "Broken pipe")
+        real_print(*args, **kwargs)
+
+    real = compare_jobs.subprocess.Popen
+
+    def popen(args, **kwargs):
+        child = real([sys.executable, "-c", "import time; time.sleep(60)"], **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return child
+
+    monkeypatch.setattr(builtins, "print", print_)
+    monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
+    with pytest.raises(TrainingInterrupted):
+        compare_jobs.train_parallel(_one_cnn_run(tmp_path / "cmp", updates=30), 1)
