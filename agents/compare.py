@@ -60,6 +60,7 @@ from pathlib import Path
 
 import torch
 
+from hardattn import checkpoint as ckpt
 from hardattn.benchmarking import check_run_settings, process_commit, resume_fields
 from hardattn.config import TrainConfig
 
@@ -109,8 +110,8 @@ def ensure_run(cfg: TrainConfig) -> dict:
             train(cfg)
         finally:  # also on Ctrl-C: the time spent so far counts
             if run_dir.is_dir():
-                before = json.loads(timing.read_text()) if timing.exists() else {}
-                timing.write_text(json.dumps({
+                before = _read_timing(timing)
+                ckpt.atomic_write_text(timing, json.dumps({
                     "wall_s": before.get("wall_s", 0.0) + time.perf_counter() - t0,
                     "sessions": before.get("sessions", 0) + 1}, indent=2) + "\n")
         trained = True
@@ -118,9 +119,18 @@ def ensure_run(cfg: TrainConfig) -> dict:
     report = rescore_report(run_dir, cfg.device)
     # compare_time.json misses a session killed outright (SIGKILL, power); the report's own
     # wall time counts every session up to its last checkpoint: the larger is the better count.
-    wall = max(json.loads(timing.read_text())["wall_s"] if timing.exists() else 0.0,
-               report["wall_s"])
+    wall = max(_read_timing(timing).get("wall_s", 0.0), report["wall_s"])
     return {"report": report, "wall_s": wall, "run_dir": run_dir, "trained": trained}
+
+
+def _read_timing(path: Path) -> dict:
+    """A run's ``compare_time.json``; {} when absent or unreadable (one written by an older
+    version, cut short: the report's wall time then counts)."""
+    try:
+        timing = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return timing if isinstance(timing, dict) else {}
 
 
 # ----------------------------------------------------------------------------- the command

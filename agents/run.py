@@ -346,7 +346,7 @@ class Run:
 
     # ------------------------------------------------------------------ records
     def _write_record(self) -> None:
-        (self.dir / "config.json").write_text(self.cfg.to_json() + "\n")
+        ckpt.atomic_write_text(self.dir / "config.json", self.cfg.to_json() + "\n")
         meta = {
             "hardattn": hardattn.__version__, "torch": torch.__version__,
             "gymnasium": gym.__version__, "python": platform.python_version(),
@@ -354,7 +354,7 @@ class Run:
                 self.cfg.device)), "seed": self.cfg.seed, "command": " ".join(sys.argv),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        (self.dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        ckpt.atomic_write_text(self.dir / "meta.json", json.dumps(meta, indent=2) + "\n")
 
     def init_weights(self, model: torch.nn.Module) -> None:
         """Load the ``--init-from`` weights into a freshly built ``model`` (no-op without it).

@@ -323,3 +323,29 @@ def test_a_global_override_goes_to_the_agents_that_read_it(data_root, tmp_path):
 
         CompareConfig(preset="mnist28", agents="reinforce", overrides=("feature_channels=8",),
                       device="cpu").validate()
+
+
+def test_run_records_and_timing_are_written_atomically(data_root, tmp_path, monkeypatch):
+    """config.json, meta.json and compare_time.json were plain writes: one cut short (a kill, a
+    second Ctrl-C, a full disk) failed every later compare on that folder with a bare JSON
+    error. They are written whole or not at all, and a timing file that cannot be read (from
+    an older version) counts as no time."""
+    from hardattn import checkpoint as ckpt
+    from hardattn.agents.compare import compare
+
+    written, real = [], ckpt.atomic_write_text
+
+    def atomic_write_text(path, text):
+        written.append(str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(ckpt, "atomic_write_text", atomic_write_text)
+    cfg = tiny(tmp_path, agents="cnn", seeds=1)
+    compare(cfg)
+    run = tmp_path / "cmp" / "cnn__seed0"
+    for name in ("config.json", "meta.json", "compare_time.json"):
+        assert str(run / name) in written, name
+    (run / "report.json").unlink()  # as if stopped: the next call resumes it
+    (run / "compare_time.json").write_text('{"wall_s": 1')  # cut short by an older version
+    compare(cfg)
+    assert json.loads((run / "compare_time.json").read_text())["sessions"] == 1

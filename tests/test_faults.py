@@ -345,7 +345,7 @@ def test_full_disk_in_a_training_process_stops_in_one_line(data_root, start, tmp
 
 
 class _FailingWrites:
-    """Makes ``hardattn.checkpoint`` fail like a full disk after ``allowed`` good saves.
+    """Makes ``hardattn.checkpoint`` fail like a full disk after ``allowed`` good checkpoints.
 
     ``how="write"``: the write of the temporary file fails half-way; ``how="replace"``: the
     rename over the final name fails. ``before`` is the folder as it was when the first
@@ -380,7 +380,8 @@ class _FailingWrites:
                 self.f.close()
 
         def fake_open(file, mode="r", *args, **kwargs):
-            if "w" not in mode:
+            # Checkpoints (.pt) only: the run's JSON records are written atomically too.
+            if "w" not in mode or ".pt.tmp" not in os.fsdecode(file):
                 return real_open(file, mode, *args, **kwargs)
             spy.saves += 1
             if spy.saves <= spy.allowed:
@@ -395,7 +396,8 @@ class _FailingWrites:
 
             @staticmethod
             def replace(src, dst):
-                if spy.how == "replace" and spy.saves > spy.allowed:
+                if spy.how == "replace" and spy.saves > spy.allowed and \
+                        os.fsdecode(dst).endswith(".pt"):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
                 return real_os.replace(src, dst)
 
