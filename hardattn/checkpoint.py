@@ -63,11 +63,13 @@ def _atomic_write(path: str | Path, write, kind: str) -> Path:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except (OSError, RuntimeError) as exc:
+    except BaseException as exc:  # KeyboardInterrupt too (a second Ctrl-C): no temp file left
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+        if not isinstance(exc, (OSError, RuntimeError)):
+            raise
         raise CheckpointError(f"could not write {kind} {str(path)!r}: {exc} (the previous "
                               f"{kind}, if any, is intact)") from exc
     return path

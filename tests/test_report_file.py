@@ -85,3 +85,22 @@ def test_report_is_whole_or_absent_and_the_run_resumes(data_root, tmp_path, monk
     assert not report.exists()
     done = train(TrainConfig(resume=str(run_dir), progress=False))
     assert json.loads(report.read_text())["test_error_pct"] == done["test_error_pct"]
+
+
+def test_a_second_ctrl_c_during_a_checkpoint_write_leaves_no_temporary_file(tmp_path,
+                                                                             monkeypatch):
+    """KeyboardInterrupt (a second Ctrl-C stops at once) in the middle of ``torch.save`` left
+    ``.ckpt_*.pt.tmpPID`` behind: only OSError and RuntimeError cleaned up."""
+    path = tmp_path / "ckpt_00000001.pt"
+    ckpt.save_checkpoint(path, {"update": 1})
+    whole = path.read_bytes()
+
+    def save(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.torch, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(path, {"update": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert path.read_bytes() == whole
