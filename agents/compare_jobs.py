@@ -97,7 +97,7 @@ def train_parallel(configs: dict, jobs: int) -> set:
                 ended += rc == 0
                 # 128 + n: stopped by Run with a checkpoint; -n: killed before training; a
                 # signal during the interpreter's own start (site, numpy) makes exit code 1
-                interrupted = rc in stopped or key in signalled
+                interrupted = rc in stopped or (key in signalled and rc != RUN_ERROR_EXIT)
                 say("finished" if rc == 0 else f"stopped (exit code {rc})", key)
                 if rc != 0 and not (stop and interrupted):
                     failed.append(f"run {configs[key].run_dir!r} failed with exit code {rc}")
@@ -124,6 +124,10 @@ def train_parallel(configs: dict, jobs: int) -> set:
 
 
 PARENT_ENV = "HARDATTN_COMPARE_PARENT"  # the parent's pid, for its children
+# A child's exit code for an error it reported itself (a bad run folder, a checkpoint that
+# could not be written): a failure even after a signal, unlike the 1 of an interpreter that a
+# signal stopped while it started.
+RUN_ERROR_EXIT = 3
 
 
 def _stop_with_parent() -> None:
@@ -140,7 +144,8 @@ def _stop_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """A child: ``ensure_run`` of the config given as JSON; errors in one line, exit 1."""
+    """A child: ``ensure_run`` of the config given as JSON; errors in one line, exit
+    ``RUN_ERROR_EXIT``."""
     from hardattn.benchmarking import process_commit
     from hardattn.checkpoint import CheckpointError
 
@@ -154,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:  # a second signal: stopped at once
         raise SystemExit(128 + signal.SIGINT) from None
     except (ValueError, FloatingPointError, OSError, CheckpointError) as exc:
-        raise SystemExit(f"hardattn compare: run {cfg.run_dir!r}: error: {exc}") from None
+        print(f"hardattn compare: run {cfg.run_dir!r}: error: {exc}", file=sys.stderr,
+              flush=True)
+        raise SystemExit(RUN_ERROR_EXIT) from None
 
 
 if __name__ == "__main__":

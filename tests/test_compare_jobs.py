@@ -182,7 +182,7 @@ def test_a_failing_run_stops_the_others_with_a_checkpoint_and_is_named(data_root
     assert "Traceback" not in text, text
     assert "was trained with batch_size=32 (asked: 16)" in text, text
     assert text.strip().splitlines()[-1].startswith(
-        f"hardattn compare: error: run {str(bad)!r} failed with exit code 1"), text
+        f"hardattn compare: error: run {str(bad)!r} failed with exit code 3"), text
     # The other run was stopped (with a checkpoint if it had started training): not finished.
     assert not (out / "reinforce__seed0" / "report.json").exists()
 
@@ -347,4 +347,31 @@ def test_a_closed_output_pipe_does_not_turn_a_stop_into_an_error(data_root, tmp_
     monkeypatch.setattr(builtins, "print", print_)
     monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
     with pytest.raises(TrainingInterrupted):
+        compare_jobs.train_parallel(_one_cnn_run(tmp_path / "cmp", updates=30), 1)
+
+
+def test_a_run_that_fails_to_checkpoint_when_stopped_is_reported_failed(data_root, tmp_path,
+                                                                         monkeypatch):
+    """A signalled child counts as stopped whatever its exit code (its interpreter may not
+    have started), except the code of an error it reported itself: a stop checkpoint that
+    could not be written (full disk) was reported as 'every running run checkpointed'."""
+    from hardattn.agents import compare_jobs
+
+    real = compare_jobs.subprocess.Popen
+    failing = ("import signal, sys, time\n"  # on SIGINT: its stop checkpoint fails
+               "def stop(*a):\n"
+               "    print('error: could not write checkpoint', file=sys.stderr)\n"
+               f"    sys.exit({compare_jobs.RUN_ERROR_EXIT})\n"
+               "signal.signal(signal.SIGINT, stop)\n"
+               "print('ready', flush=True)\n"
+               "time.sleep(60)\n")
+
+    def popen(args, **kwargs):
+        child = real([sys.executable, "-c", failing], stdout=subprocess.PIPE, **kwargs)
+        assert child.stdout.readline() == b"ready\n"
+        os.kill(os.getpid(), signal.SIGINT)
+        return child
+
+    monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
+    with pytest.raises(ChildProcessError, match="failed with exit code"):
         compare_jobs.train_parallel(_one_cnn_run(tmp_path / "cmp", updates=30), 1)
