@@ -272,6 +272,27 @@ def test_a_signal_while_a_child_starts_reaches_it(data_root, tmp_path, monkeypat
     assert time.monotonic() - t0 < 60
 
 
+def _ctrl_c_after_a_fake_child_starts(monkeypatch, on_sigint: str) -> None:
+    """``train_parallel`` starts, instead of a run, a child that evaluates the expression
+    ``on_sigint`` on SIGINT; once it is ready, a Ctrl-C reaches the parent (which passes it
+    on)."""
+    from hardattn.agents import compare_jobs
+
+    real = compare_jobs.subprocess.Popen
+    child_code = ("import signal, sys, time\n"
+                  f"signal.signal(signal.SIGINT, lambda *a: ({on_sigint}))\n"
+                  "print('ready', flush=True)\n"
+                  "time.sleep(60)\n")
+
+    def popen(args, **kwargs):
+        child = real([sys.executable, "-c", child_code], stdout=subprocess.PIPE, **kwargs)
+        assert child.stdout.readline() == b"ready\n"
+        os.kill(os.getpid(), signal.SIGINT)
+        return child
+
+    monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
+
+
 def test_a_run_signalled_while_its_interpreter_starts_counts_as_stopped(data_root, tmp_path,
                                                                        monkeypatch):
     """A SIGINT that reaches a child while Python itself starts (importing site or numpy)
@@ -280,19 +301,7 @@ def test_a_run_signalled_while_its_interpreter_starts_counts_as_stopped(data_roo
     from hardattn.agents import compare_jobs
     from hardattn.agents.run import TrainingInterrupted
 
-    real = compare_jobs.subprocess.Popen
-    starting = ("import signal, sys, time\n"
-                "signal.signal(signal.SIGINT, lambda *a: sys.exit(1))\n"
-                "print('ready', flush=True)\n"
-                "time.sleep(60)\n")
-
-    def popen(args, **kwargs):
-        child = real([sys.executable, "-c", starting], stdout=subprocess.PIPE, **kwargs)
-        assert child.stdout.readline() == b"ready\n"
-        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C now: the parent passes it on
-        return child
-
-    monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
+    _ctrl_c_after_a_fake_child_starts(monkeypatch, "sys.exit(1)")
     with pytest.raises(TrainingInterrupted):
         compare_jobs.train_parallel(_one_cnn_run(tmp_path / "cmp", updates=30), 1)
 
@@ -357,21 +366,8 @@ def test_a_run_that_fails_to_checkpoint_when_stopped_is_reported_failed(data_roo
     could not be written (full disk) was reported as 'every running run checkpointed'."""
     from hardattn.agents import compare_jobs
 
-    real = compare_jobs.subprocess.Popen
-    failing = ("import signal, sys, time\n"  # on SIGINT: its stop checkpoint fails
-               "def stop(*a):\n"
-               "    print('error: could not write checkpoint', file=sys.stderr)\n"
-               f"    sys.exit({compare_jobs.RUN_ERROR_EXIT})\n"
-               "signal.signal(signal.SIGINT, stop)\n"
-               "print('ready', flush=True)\n"
-               "time.sleep(60)\n")
-
-    def popen(args, **kwargs):
-        child = real([sys.executable, "-c", failing], stdout=subprocess.PIPE, **kwargs)
-        assert child.stdout.readline() == b"ready\n"
-        os.kill(os.getpid(), signal.SIGINT)
-        return child
-
-    monkeypatch.setattr(compare_jobs.subprocess, "Popen", popen)
+    _ctrl_c_after_a_fake_child_starts(  # its stop checkpoint fails
+        monkeypatch, f"print('error: could not write checkpoint', file=sys.stderr), "
+                     f"sys.exit({compare_jobs.RUN_ERROR_EXIT})")
     with pytest.raises(ChildProcessError, match="failed with exit code"):
         compare_jobs.train_parallel(_one_cnn_run(tmp_path / "cmp", updates=30), 1)
