@@ -155,9 +155,9 @@ def compare(cfg: CompareConfig) -> dict:
     fresh = set()
     if cfg.jobs > 1:  # train in child processes; below, every run is then reused
         from .compare_jobs import train_parallel
-        from .run import _check_data
+        from .run import check_data
 
-        _check_data(next(iter(configs.values())))  # one MNIST download, not one per child
+        check_data(next(iter(configs.values())))  # one MNIST download, not one per child
         fresh = train_parallel(configs, cfg.jobs)
     done = {key: ensure_run(c) for key, c in configs.items()}
     for key in fresh:

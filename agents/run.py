@@ -185,7 +185,7 @@ def preflight(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _check_data(cfg: TrainConfig) -> None:
+def check_data(cfg: TrainConfig) -> None:
     """Image agents: MNIST must load (from disk, or downloaded) before the run folder exists,
     so a missing data set leaves no dead folder behind. The read is cached for the env."""
     if cfg.agent in MEMORY_AGENTS:
@@ -282,7 +282,7 @@ class Run:
             self.dir = path.parent.parent
             print(f"hardattn: resuming from {path} (update {self.state['update']})")
         preflight(cfg)
-        _check_data(cfg)
+        check_data(cfg)
         self.cfg = cfg
         # --init-from: read the weights now, so a bad path fails before the run folder exists.
         # A resumed run takes its weights from its own checkpoint instead.
@@ -410,9 +410,9 @@ class Run:
             yield update
             bar.set_postfix(progress_postfix, refresh=False)
             # torchrun: every rank stops after the same update when any rank was signalled.
-            # Never write None over the flag: a handler may set it during the agreement (the
-            # next update's agreement then sees it); leave on the agreed value alone, so that
-            # every rank leaves after the same update.
+            # Never write None over the flag: a handler may set it during the agreement, and the
+            # next update's agreement then sees it. Leave only on an agreed signal, so that every
+            # rank leaves after the same update.
             agreed = distributed.agree_stop(self.stop_signal, self.device)
             if agreed is not None:
                 self.stop_signal = agreed
